@@ -1,0 +1,409 @@
+"""The ``kithara-fs`` command: mount, unmount, check, demo.
+
+Owns process-level concerns: argument parsing, logging set-up, mount-point checks, the
+background daemon (a re-executed ``mount --foreground`` that reports readiness over a pipe),
+signals, and the trio run that owns the mount — the HTTP client, the nursery, pyfuse3's main
+loop and the orderly shutdown (interrupt waiting reads, unmount, persist the cache index).
+
+Configuration and usage errors end with a one-line message: exit code 2 for a bad config,
+1 for everything else. It must never let a traceback reach the user for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from . import __version__
+from .cache import CacheStore
+from .config import DEFAULT_READ_TIMEOUT, Settings, StreamConfig, load_config, parse_config
+from .errors import ConfigError
+from .fs import KitharaOperations
+from .net import HttpClient, redact_url
+from .registry import Registry
+from .scheduler import Scheduler
+
+log = logging.getLogger("kithara_fs")
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+# How long `mount` waits for the daemon to answer before giving up; mounting itself takes
+# milliseconds, so this only matters on a wedged /dev/fuse or a very slow cache disk.
+READY_TIMEOUT = 30.0
+
+
+class UsageError(Exception):
+    """A one-line problem with the command line or the machine (exit code 1)."""
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        print(f"kithara-fs: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except UsageError as exc:
+        print(f"kithara-fs: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kithara-fs", description="Mount audio streams as ordinary files."
+    )
+    parser.add_argument("--version", action="version", version=f"kithara-fs {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity on stderr (default: info)",
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    mount = sub.add_parser("mount", help="mount the streams of CONFIG at MOUNTPOINT")
+    mount.add_argument("config", help="the streams file (TOML)")
+    mount.add_argument("mountpoint", help="an existing empty folder")
+    mount.add_argument(
+        "--foreground", action="store_true", help="stay attached instead of daemonising"
+    )
+    mount.add_argument(
+        "--allow-other", action="store_true", help="let other users read the mount"
+    )
+    mount.add_argument(
+        "--log-file",
+        help="where the background daemon logs (default: under $XDG_STATE_HOME/kithara-fs)",
+    )
+    mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    mount.set_defaults(func=cmd_mount)
+
+    unmount = sub.add_parser("unmount", help="unmount MOUNTPOINT")
+    unmount.add_argument("mountpoint")
+    unmount.set_defaults(func=cmd_unmount)
+
+    check = sub.add_parser("check", help="validate CONFIG and print the tree it would mount")
+    check.add_argument("config")
+    check.set_defaults(func=cmd_check)
+
+    demo = sub.add_parser(
+        "demo", help="serve generated audio on 127.0.0.1 and mount it (Ctrl-C ends)"
+    )
+    demo.add_argument("mountpoint", nargs="?", help="default: a new temporary folder")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request at INFO; that is debugging detail for a filesystem.
+    quiet = logging.DEBUG if level == "debug" else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    print(
+        f"{settings.source}: {len(settings.streams)} stream(s); cache in {settings.cache_dir}; "
+        f"read timeout {settings.read_timeout:g} s"
+    )
+    for line in render_tree(settings.streams):
+        print(line)
+    return 0
+
+
+def render_tree(streams: Sequence[StreamConfig]) -> list[str]:
+    """An indented listing: folders end in '/', files show their (redacted) URL."""
+    lines: list[str] = []
+    shown: set[tuple[str, ...]] = set()
+    for stream in sorted(streams, key=lambda s: s.path):
+        for depth in range(1, len(stream.path)):
+            folder = stream.path[:depth]
+            if folder not in shown:
+                shown.add(folder)
+                lines.append(f"{'  ' * (depth - 1)}{folder[-1]}/")
+        indent = "  " * (len(stream.path) - 1)
+        lines.append(f"{indent}{stream.path[-1]}  <- {redact_url(stream.url)}")
+    return lines
+
+
+# -- mount ---------------------------------------------------------------------------------
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    mountpoint = os.path.abspath(args.mountpoint)
+    check_mountpoint(mountpoint)
+    if args.foreground:
+        ready = _ready_writer(args.ready_fd)
+        return run_mount(settings, mountpoint, on_ready=ready, allow_other=args.allow_other)
+    return _spawn_daemon(args, mountpoint)
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Raise UsageError unless ``mountpoint`` is an existing, empty, unmounted folder."""
+    try:
+        st = os.stat(mountpoint)
+    except FileNotFoundError:
+        raise UsageError(f"mount point {mountpoint} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise UsageError(
+                f"mount point {mountpoint} is a dead FUSE mount; "
+                f"run: kithara-fs unmount {mountpoint}"
+            ) from None
+        raise UsageError(f"mount point {mountpoint}: {exc.strerror}") from None
+    if not os.path.isdir(mountpoint):
+        raise UsageError(f"mount point {mountpoint} is not a folder")
+    del st
+    if os.path.ismount(mountpoint):
+        raise UsageError(f"mount point {mountpoint} is already mounted")
+    if os.listdir(mountpoint):
+        raise UsageError(f"mount point {mountpoint} is not empty")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise UsageError("/dev/fuse is missing or not accessible (install fuse3)")
+
+
+def _ready_writer(fd: int | None) -> Callable[[], None] | None:
+    if fd is None:
+        return None
+
+    def ready() -> None:
+        with contextlib.suppress(OSError):
+            os.write(fd, b"ready\n")
+            os.close(fd)
+
+    return ready
+
+
+def _default_log_file(mountpoint: str) -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    slug = mountpoint.strip("/").replace("/", "_") or "root"
+    return Path(base) / "kithara-fs" / f"{slug}.log"
+
+
+def _spawn_daemon(args: argparse.Namespace, mountpoint: str) -> int:
+    """Re-run ourselves with --foreground, detached, and return once the mount answers."""
+    log_file = Path(args.log_file) if args.log_file else _default_log_file(mountpoint)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    command = [
+        sys.executable, "-m", "kithara_fs", "--log-level", args.log_level,
+        "mount", "--foreground", "--ready-fd", str(write_end),
+        os.path.abspath(args.config), mountpoint,
+    ]  # fmt: skip
+    if args.allow_other:
+        command.append("--allow-other")
+    with open(log_file, "ab") as log_stream:
+        child = subprocess.Popen(
+            command,
+            pass_fds=(write_end,),
+            stdin=subprocess.DEVNULL,
+            stdout=log_stream,
+            stderr=log_stream,
+            start_new_session=True,
+        )
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
+        answer = os.read(read_end, 64) if ready else b""
+    finally:
+        os.close(read_end)
+    if answer.startswith(b"ready"):
+        print(f"kithara-fs: mounted at {mountpoint} (pid {child.pid}, log {log_file})")
+        return 0
+    if child.poll() is None:
+        child.terminate()
+    reason = _last_error_line(log_file) or "the daemon exited without mounting"
+    raise UsageError(f"mount failed: {reason} (log: {log_file})")
+
+
+def _last_error_line(log_file: Path) -> str | None:
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines[-50:]):
+        if " ERROR " in line or " CRITICAL " in line or line.startswith("kithara-fs:"):
+            return line.split(": ", 1)[-1]
+    return lines[-1] if lines else None
+
+
+def run_mount(
+    settings: Settings,
+    mountpoint: str,
+    *,
+    on_ready: Callable[[], None] | None = None,
+    allow_other: bool = False,
+) -> int:
+    """Mount and serve until unmounted or signalled; returns the exit code."""
+    try:
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cache folder {settings.cache_dir}: {exc.strerror}") from None
+    store = CacheStore(settings.cache_dir)
+    try:
+        trio.run(_serve, settings, mountpoint, store, on_ready, allow_other)
+    finally:
+        store.close()
+    log.info("unmounted %s", mountpoint)
+    return 0
+
+
+async def _serve(
+    settings: Settings,
+    mountpoint: str,
+    store: CacheStore,
+    on_ready: Callable[[], None] | None,
+    allow_other: bool,
+) -> None:
+    async with HttpClient() as http:
+        async with trio.open_nursery() as nursery:
+            scheduler = Scheduler(nursery, settings.readahead)
+            registry = Registry(settings, http, store, scheduler)
+            options = set(pyfuse3.default_options)
+            options |= {"fsname=kithara-fs", "subtype=kithara", "ro"}
+            if allow_other:
+                options.add("allow_other")
+            try:
+                pyfuse3.init(KitharaOperations(registry), mountpoint, options)
+            except RuntimeError as exc:
+                raise UsageError(f"cannot mount at {mountpoint}: {exc}") from None
+            try:
+                registry.start_probes(nursery)
+                nursery.start_soon(_stop_on_signal, registry)
+                nursery.start_soon(_announce_ready, mountpoint, len(settings.streams), on_ready)
+                await pyfuse3.main()
+            finally:
+                registry.interrupt_all()
+                pyfuse3.close(unmount=True)
+                nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await store.flush_all()
+
+
+async def _stop_on_signal(registry: Registry) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            registry.interrupt_all()
+            pyfuse3.terminate()
+            return
+
+
+async def _announce_ready(
+    mountpoint: str, streams: int, on_ready: Callable[[], None] | None
+) -> None:
+    # Ask from a worker thread: the trio thread must stay free to answer the kernel.
+    for _ in range(200):
+        if await trio.to_thread.run_sync(os.path.ismount, mountpoint):
+            break
+        await trio.sleep(0.05)
+    else:
+        log.error("mount at %s never answered", mountpoint)
+        pyfuse3.terminate()
+        return
+    log.info("mounted %d stream(s) at %s", streams, mountpoint)
+    if on_ready is not None:
+        on_ready()
+
+
+# -- unmount -------------------------------------------------------------------------------
+
+
+def cmd_unmount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    command = [tool, "-u", mountpoint] if tool else ["umount", mountpoint]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        raise UsageError(f"unmount {mountpoint}: {message}")
+    return 0
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve generated audio from a loopback origin and mount it until Ctrl-C."""
+    from .demo import media
+    from .demo.origin import Origin
+
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    media_dir = Path(cache_home) / "kithara-fs" / "demo-media"
+    print("kithara-fs demo: preparing audio (generated once, then reused) ...", flush=True)
+    files = media.generate(media_dir)
+    made_mountpoint = args.mountpoint is None
+    mountpoint = os.path.abspath(args.mountpoint or tempfile.mkdtemp(prefix="kithara-fs-demo-"))
+    check_mountpoint(mountpoint)
+    cache_dir_context = tempfile.TemporaryDirectory(prefix="kithara-fs-demo-cache-")
+    with cache_dir_context as cache_dir, Origin() as origin:
+        streams = [
+            {"path": f"demo/{name}", "url": origin.add(f"/{name}", path)}
+            for name, path in sorted(files.items())
+        ]
+        settings = parse_config(
+            {"cache": {"dir": cache_dir}, "stream": streams}, source="<demo>"
+        )
+
+        def announce() -> None:
+            first = min(files)
+            print(
+                f"kithara-fs demo: origin {origin.url('/')} serving {len(files)} file(s)\n"
+                f"mounted at {mountpoint}\n"
+                "Try:\n"
+                f"  ls -l {mountpoint}/demo\n"
+                f"  ffprobe {mountpoint}/demo/{first}\n"
+                f"  mpv {mountpoint}/demo/{first}\n"
+                f"  ffmpeg -ss 60 -i {mountpoint}/demo/{first} -t 5 clip.wav\n"
+                f"  getfattr -d {mountpoint}/demo/{first}\n"
+                "Ctrl-C unmounts and exits.",
+                flush=True,
+            )
+
+        try:
+            return run_mount(settings, mountpoint, on_ready=announce)
+        finally:
+            if made_mountpoint:
+                with contextlib.suppress(OSError):
+                    # Give the kernel a moment to finish the unmount before removing the dir.
+                    time.sleep(0.1)
+                    os.rmdir(mountpoint)
+
+
+__all__ = ["DEFAULT_READ_TIMEOUT", "main", "render_tree", "run_mount"]

@@ -1,0 +1,240 @@
+"""The configuration file: TOML in, frozen and validated settings out.
+
+Owns the schema of the user's streams file, every default (with the reason for it) and the
+wording of configuration errors: one line naming the file, the stream and the field.
+
+It must never touch the network, the cache or FUSE; validation is purely about the text.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+# Players block in read() while bytes download. Thirty seconds rides out a slow origin or a
+# congested link without a player ever seeing EAGAIN, yet still ends a read on a dead origin
+# within the time a person waits before giving up (DESIGN.md §2: "tens of seconds").
+DEFAULT_READ_TIMEOUT = 30.0
+# `ls` must not hang on a slow origin: a file whose size is not cached yet is probed for at
+# most this long before getattr answers with size 0 (the probe keeps going in the background).
+DEFAULT_METADATA_TIMEOUT = 5.0
+# Bytes fetched ahead of a sequential reader. 8 MiB is ~8 minutes of 128 kbit/s MP3 and
+# ~45 s of CD-quality WAV: enough to never starve a player on a working link, small enough
+# not to pull whole albums for one track.
+DEFAULT_READAHEAD = 8 * 1024 * 1024
+SUPPORTED_SCHEMES = ("http", "https")
+
+
+def default_cache_dir() -> Path:
+    """The XDG cache home (``$XDG_CACHE_HOME`` or ``~/.cache``) plus ``kithara-fs``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kithara-fs"
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One ``[[stream]]`` table.
+
+    Attributes:
+        path: the mount-relative path, already split into its parts.
+        url: the http(s) URL of the audio file.
+    """
+
+    path: tuple[str, ...]
+    url: str
+
+    @property
+    def display_path(self) -> str:
+        return "/".join(self.path)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole validated configuration.
+
+    Attributes:
+        source: the file it was read from (for messages).
+        cache_dir: where cached bytes and their index live.
+        read_timeout: seconds a blocking read may wait for bytes before EAGAIN.
+        metadata_timeout: seconds getattr waits for an unknown size.
+        readahead: bytes downloaded ahead of a sequential reader.
+        streams: the streams, in file order.
+    """
+
+    source: str
+    cache_dir: Path
+    read_timeout: float
+    metadata_timeout: float
+    readahead: int
+    streams: tuple[StreamConfig, ...]
+
+
+_TOP_KEYS = {"cache", "mount", "stream"}
+_CACHE_KEYS = {"dir"}
+_MOUNT_KEYS = {"read_timeout", "metadata_timeout", "readahead"}
+_STREAM_KEYS = {"path", "url"}
+
+
+def load_config(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate a config file.
+
+    Raises:
+        ConfigError: with a one-line message naming the file, stream and field.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8 text") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: invalid TOML: {exc}") from exc
+    return parse_config(data, source=name)
+
+
+def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settings:
+    """Validate an already-parsed TOML document (see :func:`load_config`)."""
+    _reject_unknown(data, _TOP_KEYS, source, "")
+    cache = _table(data, "cache", source)
+    _reject_unknown(cache, _CACHE_KEYS, source, "[cache] ")
+    mount = _table(data, "mount", source)
+    _reject_unknown(mount, _MOUNT_KEYS, source, "[mount] ")
+
+    cache_dir = default_cache_dir()
+    if "dir" in cache:
+        raw = cache["dir"]
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(f"{source}: [cache] dir: must be a non-empty string")
+        cache_dir = Path(os.path.expanduser(raw))
+
+    read_timeout = _positive_number(mount, "read_timeout", DEFAULT_READ_TIMEOUT, source)
+    metadata_timeout = _positive_number(
+        mount, "metadata_timeout", DEFAULT_METADATA_TIMEOUT, source
+    )
+    readahead = int(_positive_number(mount, "readahead", DEFAULT_READAHEAD, source))
+
+    raw_streams = data.get("stream", [])
+    if not isinstance(raw_streams, list):
+        raise ConfigError(f"{source}: stream: use [[stream]] tables (an array of tables)")
+    streams = tuple(_parse_stream(i, s, source) for i, s in enumerate(raw_streams, start=1))
+    _check_tree(streams, source)
+    return Settings(
+        source=source,
+        cache_dir=cache_dir,
+        read_timeout=read_timeout,
+        metadata_timeout=metadata_timeout,
+        readahead=readahead,
+        streams=streams,
+    )
+
+
+def _table(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key}: must be a table ([{key}])")
+    return value
+
+
+def _reject_unknown(table: Mapping[str, Any], allowed: set[str], source: str, where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{source}: {where}unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _positive_number(table: Mapping[str, Any], key: str, default: float, source: str) -> float:
+    if key not in table:
+        return default
+    value = table[key]
+    # bool is an int in Python; `read_timeout = true` is a mistake, not 1 second.
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{source}: [mount] {key}: must be a positive number, not {value!r}")
+    return float(value)
+
+
+def _stream_label(index: int, table: Mapping[str, Any]) -> str:
+    path = table.get("path")
+    return f"stream {index} ({path})" if isinstance(path, str) and path else f"stream {index}"
+
+
+def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: stream {index}: must be a table")
+    label = _stream_label(index, table)
+    _reject_unknown(table, _STREAM_KEYS, source, f"{label}: ")
+    for key in ("path", "url"):
+        if key not in table:
+            raise ConfigError(f"{source}: {label}: {key}: missing")
+        if not isinstance(table[key], str) or not table[key].strip():
+            raise ConfigError(f"{source}: {label}: {key}: must be a non-empty string")
+    return StreamConfig(
+        path=_parse_path(table["path"], f"{source}: {label}: path"),
+        url=_parse_url(table["url"], f"{source}: {label}: url"),
+    )
+
+
+def _parse_path(raw: str, where: str) -> tuple[str, ...]:
+    if raw.startswith("/"):
+        raise ConfigError(f"{where}: must be relative to the mount point, not {raw!r}")
+    if "\\" in raw or any(ord(ch) < 32 for ch in raw):
+        raise ConfigError(f"{where}: contains a backslash or control character")
+    parts = raw.split("/")
+    for part in parts:
+        if part == "":
+            raise ConfigError(f"{where}: empty path part in {raw!r}")
+        if part in (".", ".."):
+            raise ConfigError(f"{where}: {part!r} is not allowed in {raw!r}")
+        if len(part.encode()) > 255:
+            raise ConfigError(f"{where}: a path part is longer than 255 bytes")
+    return tuple(PurePosixPath(raw).parts)
+
+
+def _parse_url(raw: str, where: str) -> str:
+    url = raw.strip()
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parsing the port validates it
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not a valid URL: {exc}") from exc
+    del port
+    if parts.scheme.lower() not in SUPPORTED_SCHEMES:
+        shown = parts.scheme or "(none)"
+        raise ConfigError(f"{where}: scheme {shown!r} is not supported (use http or https)")
+    if not parts.hostname:
+        raise ConfigError(f"{where}: has no host")
+    return url
+
+
+def _check_tree(streams: tuple[StreamConfig, ...], source: str) -> None:
+    """Reject duplicate paths and a path used both as a file and as a folder."""
+    files: dict[tuple[str, ...], int] = {}
+    folders: dict[tuple[str, ...], int] = {}
+    for index, stream in enumerate(streams, start=1):
+        label = f"{source}: stream {index} ({stream.display_path}): path"
+        if stream.path in files:
+            raise ConfigError(f"{label}: duplicate of stream {files[stream.path]}")
+        if stream.path in folders:
+            raise ConfigError(
+                f"{label}: is a folder of stream {folders[stream.path]} and cannot also be a file"
+            )
+        for depth in range(1, len(stream.path)):
+            prefix = stream.path[:depth]
+            if prefix in files:
+                raise ConfigError(
+                    f"{label}: {'/'.join(prefix)!r} is the file of stream {files[prefix]}"
+                    " and cannot also be a folder"
+                )
+            folders.setdefault(prefix, index)
+        files[stream.path] = index

@@ -1,0 +1,1 @@
+"""Built-in loopback origin and generated audio, for `kithara-fs demo` and the tests."""

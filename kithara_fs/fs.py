@@ -1,0 +1,318 @@
+"""The FUSE adapter: pyfuse3.Operations over the registry, and the one errno table.
+
+Owns the translation between the kernel's requests and the layers below: parse arguments,
+call the registry or a stream, build attributes, and map every outcome and exception to a
+reply. Every handler passes through :func:`_boundary`, so nothing but ``FUSEError`` ever
+leaves it (any other exception would end the whole mount).
+
+Handles are opened with ``direct_io``: each read reaches the daemon, so the read contract
+(EAGAIN, EINTR, EINVAL, whole reads) holds per call, and the kernel never zero-fills a short
+reply. The tree is read-only; every write-type call is EROFS.
+
+It must never download, cache or decide what to fetch, and it must never import httpx.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import pyfuse3
+
+from .budget import Deadline
+from .errors import (
+    CacheError,
+    ConfigError,
+    KitharaError,
+    OriginError,
+    RemoteChangedError,
+    SeekPastEndError,
+)
+from .registry import ROOT_INODE, DirNode, FileNode, Node, Registry
+from .stream import Bytes, Eof, Pending, PendingReason, Stream
+
+log = logging.getLogger(__name__)
+
+# The one exception → errno table, most specific class first. Why each errno:
+_ERRNO_TABLE: tuple[tuple[type[KitharaError], int, int], ...] = (
+    # kithara's StreamSeekPastEof: the caller asked for an offset the resource cannot have.
+    (SeekPastEndError, errno.EINVAL, logging.DEBUG),
+    # The object changed remotely under an open handle (mountpoint-s3 uses ESTALE alike);
+    # the handle must not continue on different bytes, a new open gets the new version.
+    (RemoteChangedError, errno.ESTALE, logging.WARNING),
+    # The origin failed for real after retries: an I/O error, as for a failing disk.
+    (OriginError, errno.EIO, logging.WARNING),
+    (CacheError, errno.EIO, logging.WARNING),
+    (ConfigError, errno.EINVAL, logging.WARNING),
+    (KitharaError, errno.EIO, logging.ERROR),
+)
+
+# Outcomes without progress → errno. NOT_READY is EAGAIN: for O_NONBLOCK readers that is
+# exactly "try again", and blocking readers only see it after a real stall of read_timeout.
+# SEEK_PENDING is EINTR: the read was superseded, as a signal interrupts a syscall.
+_PENDING_ERRNO = {
+    PendingReason.NOT_READY: errno.EAGAIN,
+    PendingReason.SEEK_PENDING: errno.EINTR,
+    # Sources handle variant changes themselves; one reaching here is a bug, so EIO.
+    PendingReason.VARIANT_CHANGE: errno.EIO,
+}
+
+# The tree only changes when the config does; let the kernel keep names for a minute.
+ENTRY_TIMEOUT = 60.0
+# Sizes can change when the origin publishes a new version, so attributes are kept briefly.
+ATTR_TIMEOUT = 5.0
+# An unknown size (origin unreachable so far) should be asked for again soon.
+UNKNOWN_ATTR_TIMEOUT = 1.0
+
+XATTR_URL = b"user.kithara.url"
+XATTR_CACHED = b"user.kithara.cached_bytes"
+_XATTRS = (XATTR_URL, XATTR_CACHED)
+
+
+def errno_for(exc: KitharaError) -> tuple[int, int]:
+    """The errno and log level for a domain exception."""
+    for cls, code, level in _ERRNO_TABLE:
+        if isinstance(exc, cls):
+            return code, level
+    return errno.EIO, logging.ERROR  # pragma: no cover - KitharaError is last in the table
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Ops = TypeVar("Ops", bound="KitharaOperations")
+
+
+def _boundary(
+    handler: Callable[Concatenate[Ops, P], Awaitable[R]],
+) -> Callable[Concatenate[Ops, P], Awaitable[R]]:
+    """Let only FUSEError out of a handler: domain errors by the table, bugs as EIO."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Ops, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await handler(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except KitharaError as exc:
+            code, level = errno_for(exc)
+            log.log(level, "%s: %s (%s)", handler.__name__, exc, errno.errorcode[code])
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("internal error in %s; answering EIO", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _Handle:
+    __slots__ = ("node", "stream", "nonblocking")
+
+    def __init__(self, node: FileNode, stream: Stream, nonblocking: bool) -> None:
+        self.node = node
+        self.stream = stream
+        self.nonblocking = nonblocking
+
+
+def _erofs(name: str) -> Callable[..., Awaitable[Any]]:
+    async def handler(self: KitharaOperations, *args: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    handler.__name__ = name
+    return handler
+
+
+class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
+    """pyfuse3 handlers for one mount.
+
+    Attributes:
+        registry: the tree and its streams.
+        read_timeout: the budget of a blocking read, in seconds.
+    """
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__()
+        self.registry = registry
+        self.read_timeout = registry.settings.read_timeout
+        self._handles: dict[int, _Handle] = {}
+        self._next_fh = 1
+        self._uid = os.getuid()
+        self._gid = os.getgid()
+        self._mtime_ns = time.time_ns()
+
+    # -- attributes ------------------------------------------------------------------------
+
+    def _node(self, inode: int) -> Node:
+        node = self.registry.node(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return node
+
+    async def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = node.inode
+        attr.st_uid = self._uid
+        attr.st_gid = self._gid
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self._mtime_ns
+        attr.entry_timeout = ENTRY_TIMEOUT
+        attr.attr_timeout = ATTR_TIMEOUT
+        attr.st_blksize = 128 * 1024
+        if isinstance(node, DirNode):
+            attr.st_mode = stat.S_IFDIR | 0o555
+            attr.st_nlink = 2 + sum(isinstance(c, DirNode) for c in node.children.values())
+            attr.st_size = 0
+        else:
+            known = node.source.length is not None
+            attr.st_mode = stat.S_IFREG | 0o444
+            attr.st_nlink = 1
+            attr.st_size = await self.registry.size(node)
+            # st_blocks counts cached bytes, so du shows how much is on disk.
+            attr.st_blocks = (node.source.entry.cached_bytes() + 511) // 512
+            if not known and node.source.length is None:
+                attr.attr_timeout = UNKNOWN_ATTR_TIMEOUT
+        return attr
+
+    @_boundary
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return await self._attributes(self._node(inode))
+
+    @_boundary
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
+        node = self.registry.lookup(parent_inode, os.fsdecode(name))
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return await self._attributes(node)
+
+    # -- folders ---------------------------------------------------------------------------
+
+    @_boundary
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        if not isinstance(self._node(inode), DirNode):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    @_boundary
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        folder = self._node(fh)
+        assert isinstance(folder, DirNode)
+        entries = sorted(folder.children.items())
+        for index in range(start_id, len(entries)):
+            name, child = entries[index]
+            attr = await self._attributes(child)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, index + 1):
+                break
+
+    @_boundary
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    # -- files -----------------------------------------------------------------------------
+
+    @_boundary
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if isinstance(node, DirNode):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        stream = await self.registry.open(node)
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = _Handle(node, stream, bool(flags & os.O_NONBLOCK))
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
+
+    @_boundary
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        # One deadline per read, fixed on arrival; O_NONBLOCK readers get no wait at all.
+        budget = 0.0 if handle.nonblocking else self.read_timeout
+        outcome = await handle.stream.try_read(off, size, Deadline.after(budget))
+        if isinstance(outcome, Bytes):
+            return outcome.data
+        if isinstance(outcome, Eof):
+            return b""
+        assert isinstance(outcome, Pending)
+        code = _PENDING_ERRNO[outcome.reason]
+        if outcome.reason is PendingReason.NOT_READY and not handle.nonblocking:
+            log.warning(
+                "%s: no bytes at offset %d within %.0f s; answering EAGAIN",
+                handle.node.source.shown,
+                off,
+                self.read_timeout,
+            )
+        elif outcome.reason is PendingReason.VARIANT_CHANGE:
+            log.error("%s: variant change reached the FUSE layer", handle.node.source.shown)
+        raise pyfuse3.FUSEError(code)
+
+    @_boundary
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @_boundary
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is not None:
+            self.registry.close(handle.node, handle.stream)
+
+    # -- extended attributes -----------------------------------------------------------------
+
+    @_boundary
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        node = self._node(inode)
+        if isinstance(node, FileNode):
+            if name == XATTR_URL:
+                return node.source.shown.encode()
+            if name == XATTR_CACHED:
+                return str(node.source.entry.cached_bytes()).encode()
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @_boundary
+    async def listxattr(self, inode: int, ctx: Any) -> Sequence[bytes]:
+        return _XATTRS if isinstance(self._node(inode), FileNode) else ()
+
+    # -- the file system -------------------------------------------------------------------
+
+    @_boundary
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 512
+        files = self.registry.files()
+        data.f_blocks = sum((n.source.length or 0) + 511 for n in files) // 512
+        data.f_bfree = data.f_bavail = 0
+        data.f_files = len(files) + 1
+        data.f_ffree = data.f_favail = 0
+        data.f_namemax = 255
+        return data
+
+    @_boundary
+    async def access(self, inode: int, mode: int, ctx: Any) -> bool:
+        self._node(inode)
+        return not mode & os.W_OK
+
+    # Read-only: every call that would change the tree or a file is EROFS.
+    setattr = _erofs("setattr")
+    mknod = _erofs("mknod")
+    mkdir = _erofs("mkdir")
+    unlink = _erofs("unlink")
+    rmdir = _erofs("rmdir")
+    symlink = _erofs("symlink")
+    rename = _erofs("rename")
+    link = _erofs("link")
+    write = _erofs("write")
+    create = _erofs("create")
+    setxattr = _erofs("setxattr")
+    removexattr = _erofs("removexattr")
+
+
+__all__ = ["KitharaOperations", "ROOT_INODE", "errno_for"]

@@ -1,0 +1,311 @@
+"""The HTTP client: the only module that imports httpx.
+
+Owns connection limits, retries with exponential backoff and full jitter, Range and If-Range
+requests, validation of what the origin answered (status, Content-Range, validators,
+Content-Encoding), and the translation of every httpx exception into our own
+:class:`~kithara_fs.errors.OriginError` family at the point where it enters.
+
+It must never decide what to download or cache, and never return a byte whose position in
+the resource it has not checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import trio
+
+from .errors import OriginError, RemoteChangedError
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "kithara-fs/0.1"
+# Status codes worth another try: the origin or a proxy is overloaded or restarting.
+_TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Everything httpx raises for a failed exchange; InvalidURL and StreamError are not HTTPErrors.
+_HTTPX_ERRORS = (httpx.HTTPError, httpx.StreamError)
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials or query string, safe for logs and extended attributes."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    query = "<redacted>" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently transient failures are retried.
+
+    Six attempts with a 0.25 s base and a 4 s cap span roughly 8 s in the worst case:
+    longer than an origin restart or a load balancer's failover, shorter than a player's
+    read budget, so a dead origin still surfaces as EIO before the reader gives up.
+    """
+
+    attempts: int = 6
+    base_delay: float = 0.25
+    max_delay: float = 4.0
+    # A Retry-After header is honoured up to this many seconds; longer would starve readers.
+    max_retry_after: float = 10.0
+
+
+class Backoff:
+    """Counts consecutive failures and sleeps between attempts (full jitter, AWS-style)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.failures = 0
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    async def pause(self, exc: OriginError, retry_after: float | None = None) -> None:
+        """Record a failure; re-raise ``exc`` once the attempts are spent, else sleep."""
+        self.failures += 1
+        if self.failures >= self.policy.attempts:
+            raise exc
+        ceiling = min(self.policy.max_delay, self.policy.base_delay * 2**self.failures)
+        delay = random.uniform(0, ceiling)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.policy.max_retry_after))
+        log.info("retrying in %.2fs after: %s", delay, exc)
+        await trio.sleep(delay)
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    """What the origin told us about a resource.
+
+    Attributes:
+        length: total size in bytes, or None if the origin does not say.
+        etag: the ETag header, verbatim (None when absent).
+        last_modified: the Last-Modified header, verbatim.
+        content_type: the Content-Type header.
+        accepts_ranges: False once the origin answered a Range request with a whole body.
+    """
+
+    length: int | None
+    etag: str | None = None
+    last_modified: str | None = None
+    content_type: str | None = None
+    accepts_ranges: bool = True
+
+    def if_range(self) -> str | None:
+        """The validator to send in If-Range; weak ETags are not allowed there (RFC 9110)."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def same_version(self, other: ResourceInfo) -> bool:
+        """Whether ``other`` describes the same bytes, judged by the strongest shared validator."""
+        if self.length is not None and other.length is not None and self.length != other.length:
+            return False
+        if self.etag and other.etag:
+            return self.etag == other.etag
+        if self.last_modified and other.last_modified:
+            return self.last_modified == other.last_modified
+        return True
+
+
+@dataclass
+class Body:
+    """An open response body positioned at ``start``.
+
+    Attributes:
+        start: offset in the resource of the first byte :meth:`chunks` yields. It equals the
+            requested offset, except 0 when the origin ignored the Range header.
+        info: what this response said about the resource.
+    """
+
+    start: int
+    info: ResourceInfo
+    _response: httpx.Response
+    _url: str
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Raw body bytes (never content-decoded). A dropped connection is a transient error."""
+        try:
+            # No re-chunking: every byte that arrived is handed on before a drop is noticed,
+            # so a resumed request starts exactly where this one broke off.
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except _HTTPX_ERRORS as exc:
+            raise OriginError(
+                self._url, f"connection lost mid-body: {_describe(exc)}", transient=True
+            ) from exc
+
+
+class HttpClient:
+    """An httpx.AsyncClient configured for byte-exact ranged downloads.
+
+    Use as ``async with HttpClient() as http:``. Pass ``transport`` to substitute a test
+    transport (unit tests only).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 32,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
+        # Per-phase socket timeouts only; the user-facing budget is the read deadline, which
+        # the caller enforces with a cancel scope around the whole wait.
+        timeout = httpx.Timeout(connect=10.0, read=30.0, write=10.0, pool=30.0)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections // 2
+        )
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            follow_redirects=True,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        )
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.aclose()
+
+    async def probe(self, url: str) -> ResourceInfo:
+        """Learn length and validators with a one-byte ranged GET (HEAD is often wrong)."""
+        async with self.open_range(url, 0, 0) as body:
+            return body.info
+
+    @asynccontextmanager
+    async def open_range(
+        self,
+        url: str,
+        start: int,
+        end: int | None = None,
+        expected: ResourceInfo | None = None,
+    ) -> AsyncIterator[Body]:
+        """Open ``bytes=start-end`` (inclusive end, open-ended when None), retrying transients.
+
+        With ``expected``, the request carries If-Range and the answer is checked against
+        it: a different version raises :class:`RemoteChangedError`.
+
+        Raises:
+            OriginError: permanent failure, or transient failures after all retries.
+            RemoteChangedError: the origin serves a different version than ``expected``.
+        """
+        shown = redact_url(url)
+        headers = {"Range": f"bytes={start}-{'' if end is None else end}"}
+        if expected is not None and (validator := expected.if_range()):
+            headers["If-Range"] = validator
+        backoff = Backoff(self.policy)
+        while True:
+            retry_after: float | None = None
+            try:
+                request = self._client.build_request("GET", url, headers=headers)
+                response = await self._client.send(request, stream=True)
+            except httpx.InvalidURL as exc:
+                raise OriginError(shown, f"invalid URL: {exc}") from exc
+            except _HTTPX_ERRORS as exc:
+                error = OriginError(shown, _describe(exc), transient=True)
+                error.__cause__ = exc
+            else:
+                try:
+                    body = _interpret(response, shown, start, expected)
+                except OriginError as exc:
+                    await response.aclose()
+                    if not exc.transient:
+                        raise
+                    error = exc
+                    retry_after = _retry_after(response)
+                else:
+                    try:
+                        yield body
+                    finally:
+                        await response.aclose()
+                    return
+            await backoff.pause(error, retry_after)
+
+
+def _interpret(
+    response: httpx.Response, url: str, start: int, expected: ResourceInfo | None
+) -> Body:
+    """Check a response to a ranged GET and say where its body starts."""
+    status = response.status_code
+    if status in _TRANSIENT_STATUSES:
+        raise OriginError(url, f"HTTP {status}", transient=True)
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise OriginError(url, f"origin sent Content-Encoding {encoding!r} despite identity")
+    if status == 416:
+        match = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", ""))
+        total = int(match.group(1)) if match else None
+        if expected is not None and expected.length is not None and start < expected.length:
+            raise RemoteChangedError(url, f"origin no longer has byte {start} (now {total})")
+        if total is not None and start >= total:
+            # Only a probe of an empty resource asks for bytes past the end on purpose.
+            return Body(start, _info(response, total), response, url)
+        raise OriginError(url, "HTTP 416 Range Not Satisfiable")
+    if status == 206:
+        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        if match is None:
+            raise OriginError(url, "206 answer without a usable Content-Range")
+        first, complete = int(match.group(1)), match.group(3)
+        if first != start:
+            raise OriginError(url, f"asked for byte {start}, origin sent from {first}")
+        info = _info(response, None if complete == "*" else int(complete))
+    elif status == 200:
+        length = response.headers.get("Content-Length")
+        info = _info(response, int(length) if length and length.isdigit() else None)
+        info = ResourceInfo(
+            info.length, info.etag, info.last_modified, info.content_type, accepts_ranges=False
+        )
+        first = 0
+    else:
+        raise OriginError(url, f"HTTP {status}")
+    if expected is not None and not expected.same_version(info):
+        raise RemoteChangedError(
+            url, f"remote changed (ETag {expected.etag} -> {info.etag}, "
+            f"length {expected.length} -> {info.length})"
+        )
+    return Body(first, info, response, url)
+
+
+def _info(response: httpx.Response, length: int | None) -> ResourceInfo:
+    headers = response.headers
+    return ResourceInfo(
+        length=length,
+        etag=headers.get("ETag"),
+        last_modified=headers.get("Last-Modified"),
+        content_type=headers.get("Content-Type"),
+        accepts_ranges=True,
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,144 @@
+"""The mounted tree: config → folders and files with inode numbers, sources and attributes.
+
+Owns the directory tree built from the settings (folders created from path parts), inode
+numbering, one source per file (sharing the HTTP client, cache and scheduler), background
+size probes for files whose size is not cached yet, opening handles, and the attribute
+values that the FUSE adapter turns into ``stat`` results and extended attributes.
+
+It must never import pyfuse3, and never block ``ls`` on the network for longer than the
+metadata budget: sizes come from the cache index first.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from .budget import Deadline
+from .cache import CacheStore
+from .config import Settings, StreamConfig
+from .errors import OriginError
+from .net import HttpClient
+from .scheduler import Scheduler
+from .sources import ProgressiveSource
+from .stream import Stream
+
+log = logging.getLogger(__name__)
+
+ROOT_INODE = 1
+
+
+@dataclass(eq=False)
+class DirNode:
+    inode: int
+    name: str
+    parent: DirNode | None
+    children: dict[str, Node] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class FileNode:
+    inode: int
+    name: str
+    parent: DirNode
+    config: StreamConfig
+    source: ProgressiveSource
+    open_handles: int = 0
+
+
+Node = DirNode | FileNode
+
+
+class Registry:
+    """All entries of one mount, addressed by inode.
+
+    Attributes:
+        settings: the validated configuration.
+        root: the root folder (inode 1).
+        scheduler: the download scheduler shared by every file.
+    """
+
+    def __init__(
+        self, settings: Settings, http: HttpClient, store: CacheStore, scheduler: Scheduler
+    ) -> None:
+        self.settings = settings
+        self.scheduler = scheduler
+        self.root = DirNode(ROOT_INODE, "", None)
+        self._nodes: dict[int, Node] = {ROOT_INODE: self.root}
+        self._streams: set[Stream] = set()
+        for stream in settings.streams:
+            folder = self.root
+            for part in stream.path[:-1]:
+                child = folder.children.get(part)
+                if child is None:
+                    child = DirNode(self._next_inode(), part, folder)
+                    folder.children[part] = child
+                    self._nodes[child.inode] = child
+                assert isinstance(child, DirNode), "config validation rejects file/folder clashes"
+                folder = child
+            source = ProgressiveSource(stream.url, http, store.entry(stream.url))
+            node = FileNode(self._next_inode(), stream.path[-1], folder, stream, source)
+            folder.children[node.name] = node
+            self._nodes[node.inode] = node
+
+    def _next_inode(self) -> int:
+        return len(self._nodes) + 1
+
+    # -- tree ------------------------------------------------------------------------------
+
+    def node(self, inode: int) -> Node | None:
+        return self._nodes.get(inode)
+
+    def lookup(self, parent: int, name: str) -> Node | None:
+        folder = self._nodes.get(parent)
+        if not isinstance(folder, DirNode):
+            return None
+        if name == ".":
+            return folder
+        if name == "..":
+            return folder.parent or folder
+        return folder.children.get(name)
+
+    def files(self) -> list[FileNode]:
+        return [n for n in self._nodes.values() if isinstance(n, FileNode)]
+
+    # -- sizes -----------------------------------------------------------------------------
+
+    def start_probes(self, nursery: trio.Nursery) -> None:
+        """Learn, in the background, the size of every file the cache does not know yet."""
+        for node in self.files():
+            if node.source.length is None:
+                nursery.start_soon(node.source.probe_in_background)
+
+    async def size(self, node: FileNode) -> int:
+        """The file's size for getattr: cached, or probed within the metadata budget, else 0."""
+        length = node.source.length
+        if length is None:
+            deadline = Deadline.after(self.settings.metadata_timeout)
+            length = await node.source.wait_length(deadline)
+        return length or 0
+
+    # -- handles ---------------------------------------------------------------------------
+
+    async def open(self, node: FileNode) -> Stream:
+        """A new handle; learns the size first if needed (an OriginError ends the open)."""
+        with trio.move_on_after(self.settings.read_timeout):
+            await node.source.ensure_info()
+        stream = Stream(node.source, self.scheduler)
+        if node.source.length is None:
+            raise OriginError(node.source.shown, "size not known within the read budget")
+        node.open_handles += 1
+        self._streams.add(stream)
+        return stream
+
+    def close(self, node: FileNode, stream: Stream) -> None:
+        stream.close()
+        self._streams.discard(stream)
+        node.open_handles -= 1
+
+    def interrupt_all(self) -> None:
+        """The mount is stopping: every waiting read returns SEEK_PENDING (EINTR)."""
+        for stream in self._streams:
+            stream.interrupt()

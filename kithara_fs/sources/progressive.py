@@ -1,0 +1,228 @@
+"""A progressive HTTP file (mp3, m4a, flac, ogg, opus, wav…) as one virtual byte space.
+
+Owns one remote resource: learning its length and validators (a one-byte ranged probe),
+serving bytes from the cache entry, and the download loop that fills the cache from a
+position onwards — ranged GETs carrying If-Range, resumed at the last byte received after a
+dropped connection, sequential spooling from byte 0 when the origin ignores Range.
+
+It must never speak FUSE or choose errnos, never decide *when* to download (the scheduler
+does), and never store or serve a byte whose version it has not checked: when the origin
+changes, the old version is dropped and the generation counter moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Protocol
+
+import trio
+
+from ..budget import ChangeSignal, Deadline
+from ..cache import CacheEntry, EntryMeta
+from ..errors import CacheError, OriginError, RemoteChangedError
+from ..net import Backoff, HttpClient, ResourceInfo, redact_url
+
+log = logging.getLogger(__name__)
+
+# Persist the cache index after this many new bytes, so a crash loses at most this much
+# download work; 8 MiB keeps the fsync rate far below one per second on fast links.
+FLUSH_EVERY = 8 * 1024 * 1024
+
+
+class DownloadCursor(Protocol):
+    """The scheduler's handle on one running download.
+
+    ``pos`` is advanced by the download as bytes land; ``target`` is moved by the scheduler
+    as readers advance. The download stops once ``pos`` reaches ``target``.
+    """
+
+    pos: int
+    target: int
+
+
+class ProgressiveSource:
+    """One progressive HTTP resource, its cached bytes and its downloads.
+
+    Attributes:
+        url: the resource URL (may carry credentials: log ``shown`` instead).
+        shown: the redacted URL.
+        entry: the cache entry holding its bytes.
+        changed: notified whenever bytes land, metadata arrives or a download ends.
+        generation: bumped when the origin's version changes; handles opened on an older
+            generation must fail with ESTALE rather than see the new bytes.
+        last_error: the most recent failure, for status displays.
+    """
+
+    def __init__(self, url: str, http: HttpClient, entry: CacheEntry) -> None:
+        self.url = url
+        self.shown = redact_url(url)
+        self.entry = entry
+        self.http = http
+        self.changed = ChangeSignal()
+        self.generation = 0
+        self.last_error: OriginError | None = None
+        self._probing = False
+        self._probe_lock = trio.Lock()
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    @property
+    def length(self) -> int | None:
+        meta = self.entry.meta
+        return None if meta is None else meta.length
+
+    @property
+    def info(self) -> ResourceInfo | None:
+        meta = self.entry.meta
+        if meta is None:
+            return None
+        return ResourceInfo(
+            meta.length, meta.etag, meta.last_modified, meta.content_type, meta.accepts_ranges
+        )
+
+    async def ensure_info(self) -> ResourceInfo:
+        """Length and validators, probing the origin once if they are not cached.
+
+        Raises:
+            OriginError: the origin cannot be reached, or does not report a length.
+        """
+        async with self._probe_lock:
+            info = self.info
+            if info is not None:
+                return info
+            self._probing = True
+            try:
+                info = await self.http.probe(self.url)
+                if info.length is None:
+                    raise OriginError(self.shown, "origin does not report the length")
+            except OriginError as exc:
+                self.last_error = exc
+                raise
+            finally:
+                self._probing = False
+                self.changed.notify()
+            self.entry.set_meta(_meta(info))
+            self.last_error = None
+        await self.entry.flush()
+        return info
+
+    async def probe_in_background(self) -> None:
+        """Learn the size for getattr; a failure is logged and retried by the next open."""
+        try:
+            await self.ensure_info()
+        except OriginError as exc:
+            log.warning("%s: size unknown: %s", self.shown, exc.reason)
+
+    async def wait_length(self, deadline: Deadline) -> int | None:
+        """The length, waiting until ``deadline`` for a probe in flight; None if unknown."""
+        while self.length is None and self._probing:
+            if not await self.changed.wait(deadline):
+                break
+        return self.length
+
+    # -- bytes -------------------------------------------------------------------------------
+
+    def read_cached(self, offset: int, size: int) -> bytes | None:
+        return self.entry.read(offset, size)
+
+    def first_missing(self, offset: int) -> int:
+        return self.entry.ranges.first_missing(offset)
+
+    @property
+    def accepts_ranges(self) -> bool:
+        meta = self.entry.meta
+        return meta is None or meta.accepts_ranges
+
+    async def download(self, cursor: DownloadCursor) -> None:
+        """Fill the cache from ``cursor.pos`` until ``cursor.target``, the end, or failure.
+
+        Skips ranges already present. Transient failures (dropped connection, 5xx) are
+        retried with backoff, resuming at the first byte not yet received.
+
+        Raises:
+            OriginError: the retries are spent, or the origin refuses for good.
+            RemoteChangedError: the origin now serves another version (the cache is reset).
+            CacheError: downloaded bytes could not be stored.
+        """
+        info = self.info
+        if info is None:
+            info = await self.ensure_info()
+        generation = self.generation
+        backoff = Backoff(self.http.policy)
+        unflushed = 0
+        while True:
+            if generation != self.generation:
+                return
+            length = info.length or 0
+            start = self.entry.ranges.first_missing(cursor.pos)
+            if start >= length or start >= cursor.target:
+                return
+            cursor.pos = start
+            following = self.entry.ranges.next_present(start)
+            last = (length if following is None else following) - 1
+            try:
+                async with self.http.open_range(self.url, start, last, expected=info) as body:
+                    if body.start != start:
+                        info = self._note_ranges_ignored(info)
+                    offset = body.start
+                    async for chunk in body.chunks():
+                        if generation != self.generation:
+                            return
+                        if not self.entry.write(offset, chunk):
+                            raise CacheError(f"{self.shown}: cannot store downloaded bytes")
+                        offset += len(chunk)
+                        cursor.pos = max(cursor.pos, offset)
+                        unflushed += len(chunk)
+                        backoff.reset()
+                        self.changed.notify()
+                        if unflushed >= FLUSH_EVERY:
+                            unflushed = 0
+                            await self.entry.flush()
+                        # Stopping early is only safe where a later request can resume here;
+                        # without Range support, spool on to the end instead of starting over.
+                        if offset > last or (info.accepts_ranges and offset >= cursor.target):
+                            break
+            except RemoteChangedError as exc:
+                self._invalidate(generation, exc)
+                raise
+            except OriginError as exc:
+                if not exc.transient:
+                    self.last_error = exc
+                    raise
+                try:
+                    await backoff.pause(exc)
+                except OriginError:
+                    self.last_error = exc
+                    raise
+
+    # -- versions ----------------------------------------------------------------------------
+
+    def _note_ranges_ignored(self, info: ResourceInfo) -> ResourceInfo:
+        if info.accepts_ranges:
+            log.info("%s: origin ignores Range; downloading sequentially from byte 0", self.shown)
+            info = replace(info, accepts_ranges=False)
+            self.entry.set_meta(_meta(info))
+        return info
+
+    def _invalidate(self, generation: int, exc: RemoteChangedError) -> None:
+        """Drop the old version once, however many downloads notice the change."""
+        self.last_error = exc
+        if generation != self.generation:
+            return
+        log.warning("%s: %s; dropping cached bytes", self.shown, exc.reason)
+        self.generation += 1
+        self.entry.reset()
+        self.changed.notify()
+
+
+def _meta(info: ResourceInfo) -> EntryMeta:
+    if info.length is None:
+        raise ValueError("a cached resource needs a length")
+    return EntryMeta(
+        length=info.length,
+        etag=info.etag,
+        last_modified=info.last_modified,
+        content_type=info.content_type,
+        accepts_ranges=info.accepts_ranges,
+    )

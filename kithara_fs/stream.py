@@ -1,0 +1,156 @@
+"""kithara's read contract: ``Stream.try_read`` with typed outcomes, a Timeline, wait budgets.
+
+Owns the semantics of one open handle: where its reader is (the :class:`Timeline` with its
+seek epoch and flushing flag), what one read returns (:class:`Bytes`, :class:`Eof` or
+:class:`Pending` with a :class:`PendingReason`), and waiting for missing bytes within the
+deadline the caller fixed when the read arrived. The rules, from kithara-stream:
+
+- a read strictly beyond a known length raises :class:`SeekPastEndError`; at the length, Eof;
+- Eof is never early: in-range bytes that have not arrived are waited for;
+- a read is answered whole (never short in the middle of the resource) or not at all;
+- a read overtaken by a seek on the same handle, or by shutdown, is ``SEEK_PENDING``;
+- a read whose deadline passes is ``NOT_READY``; the caller decides what that means.
+
+It must never choose an errno or speak FUSE, and never hand out bytes of a version other than
+the one the handle opened (a changed origin raises :class:`RemoteChangedError`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .budget import Deadline
+from .errors import OriginError, RemoteChangedError, SeekPastEndError
+from .scheduler import Cursor, Reader, Scheduler
+from .sources import ProgressiveSource
+
+# A read this far ahead of the handle's last position is still "sequential": players and the
+# kernel split and reorder requests a little, and treating that as a seek would cancel the
+# read-ahead that is about to serve them (DESIGN.md §2: a few MiB forward, ~1 MiB back).
+FORWARD_TOLERANCE = 4 * 1024 * 1024
+BACKWARD_TOLERANCE = 1024 * 1024
+
+
+class PendingReason(enum.Enum):
+    """Why a read made no progress (kithara's ``PendingReason``)."""
+
+    NOT_READY = "bytes not downloaded before the wait budget ran out"
+    SEEK_PENDING = "superseded by a seek on the same handle, or the mount is stopping"
+    VARIANT_CHANGE = "the source switched to a format the reader cannot continue across"
+
+
+@dataclass(frozen=True)
+class Bytes:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Eof:
+    position: int
+
+
+@dataclass(frozen=True)
+class Pending:
+    reason: PendingReason
+
+
+ReadOutcome = Bytes | Eof | Pending
+
+
+class Timeline:
+    """Where a handle's reader is, and its seek epoch (kithara's ``Timeline``).
+
+    Attributes:
+        epoch: bumped by every seek; a read that started under an older epoch is superseded.
+        flushing: set when the handle or the mount is shutting down; every wait ends.
+        position: the offset just past the handle's latest read, None before the first.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.flushing = False
+        self.position: int | None = None
+
+    def observe(self, offset: int, end: int) -> bool:
+        """Record a read of ``[offset, end)``; return True if it is a seek (epoch bumped)."""
+        previous, self.position = self.position, end
+        if previous is None:
+            return False
+        if previous - BACKWARD_TOLERANCE <= offset <= previous + FORWARD_TOLERANCE:
+            return False
+        self.epoch += 1
+        return True
+
+
+class Stream:
+    """One open handle on a source.
+
+    Attributes:
+        source: the byte space being read.
+        timeline: seek epoch and position of this handle.
+        generation: the source version this handle opened; a newer one means ESTALE.
+    """
+
+    def __init__(self, source: ProgressiveSource, scheduler: Scheduler) -> None:
+        self.source = source
+        self.scheduler = scheduler
+        self.timeline = Timeline()
+        self.generation = source.generation
+        self.reader = Reader(source)
+
+    async def try_read(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome:
+        """Read ``size`` bytes at ``offset``, waiting for downloads until ``deadline``.
+
+        Raises:
+            SeekPastEndError: ``offset`` is strictly beyond the known length.
+            RemoteChangedError: the origin changed since this handle was opened.
+            OriginError: the download serving this read failed after its retries.
+        """
+        source = self.source
+        self._check_version()
+        length = source.length
+        if length is None:
+            raise OriginError(source.shown, "length unknown")
+        if offset > length:
+            raise SeekPastEndError(offset, length)
+        if offset == length or size <= 0:
+            return Eof(offset)
+        end = min(offset + size, length)
+        if self.timeline.observe(offset, end):
+            # Wake this handle's older reads so they return SEEK_PENDING, and stop the
+            # download that was serving the old position.
+            self.scheduler.release(self.reader)
+            source.changed.notify()
+        epoch = self.timeline.epoch
+        tried: list[Cursor] = []
+        while True:
+            if self.timeline.flushing or self.timeline.epoch != epoch:
+                return Pending(PendingReason.SEEK_PENDING)
+            self._check_version()
+            data = source.read_cached(offset, end - offset)
+            if data is not None:
+                self.scheduler.read_ahead(self.reader, end)
+                return Bytes(data)
+            for cursor in tried:
+                if cursor.done and cursor.error is not None:
+                    raise cursor.error
+            cursor = self.scheduler.demand(self.reader, offset, end)
+            if cursor not in tried:
+                tried.append(cursor)
+            if deadline.expired:
+                return Pending(PendingReason.NOT_READY)
+            await source.changed.wait(deadline)
+
+    def interrupt(self) -> None:
+        """End every wait of this handle with SEEK_PENDING (close or shutdown)."""
+        self.timeline.flushing = True
+        self.source.changed.notify()
+
+    def close(self) -> None:
+        self.interrupt()
+        self.scheduler.release(self.reader)
+
+    def _check_version(self) -> None:
+        if self.generation != self.source.generation:
+            raise RemoteChangedError(self.source.shown, "remote changed while open")

@@ -1,0 +1,114 @@
+"""Test helper: a real kithara-fs mount in a subprocess, always cleaned up.
+
+Owns starting ``kithara-fs mount --foreground`` on a config, waiting until the mount
+answers, unmounting (lazily if it must) and killing only the process it started, and reading
+the daemon's log for unexpected warnings (the s3ql checklogs idea). Never serves FUSE from
+the test process itself: syscalls on the mount from the serving process could deadlock.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+_LOUD = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
+
+
+def clean_env() -> dict[str, str]:
+    """The environment minus proxy settings: all test traffic goes straight to 127.0.0.1."""
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def write_config(path: Path, streams: dict[str, str], cache_dir: Path, **mount: Any) -> Path:
+    lines = [f'[cache]\ndir = "{cache_dir}"\n']
+    if mount:
+        lines.append("[mount]\n" + "".join(f"{k} = {v!r}\n" for k, v in mount.items()))
+    for rel, url in streams.items():
+        lines.append(f'[[stream]]\npath = "{rel}"\nurl = "{url}"\n')
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Mount:
+    """A mounted kithara-fs; use ``with Mount(...) as m:``."""
+
+    def __init__(self, config: Path, mountpoint: Path, log: Path) -> None:
+        self.config = config
+        self.mountpoint = mountpoint
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None
+        self._expected: list[re.Pattern[str]] = []
+
+    def path(self, rel: str) -> Path:
+        return self.mountpoint / rel
+
+    def expect_log(self, pattern: str) -> None:
+        """Declare a warning this test provokes on purpose."""
+        self._expected.append(re.compile(pattern))
+
+    def start(self, timeout: float = 30.0) -> Mount:
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "kithara_fs", "--log-level", "debug", "mount",
+                 "--foreground", str(self.config), str(self.mountpoint)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=clean_env(),
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while not os.path.ismount(self.mountpoint):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kithara-fs exited with {self.process.returncode}:\n"
+                                   f"{self.log_text()[-3000:]}")  # fmt: skip
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mount did not answer in {timeout} s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> int | None:
+        """Unmount and wait for the daemon; escalate to lazy unmount and kill by PID."""
+        if self.process is None:
+            return self.returncode
+        if os.path.ismount(self.mountpoint):
+            subprocess.run([FUSERMOUNT, "-u", str(self.mountpoint)], capture_output=True)
+        try:
+            self.returncode = self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            try:
+                self.returncode = self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.returncode = self.process.wait()
+        if os.path.ismount(self.mountpoint):
+            subprocess.run([FUSERMOUNT, "-uz", str(self.mountpoint)], capture_output=True)
+        self.process = None
+        return self.returncode
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def unexpected_log_lines(self) -> list[str]:
+        return [
+            line
+            for line in self.log_text().splitlines()
+            if _LOUD.search(line) and not any(p.search(line) for p in self._expected)
+        ]
+
+    def __enter__(self) -> Mount:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
