@@ -292,7 +292,7 @@ async def _serve(
     async with HttpClient() as http:
         async with trio.open_nursery() as nursery:
             scheduler = Scheduler(nursery, settings.readahead)
-            registry = Registry(settings, http, store, scheduler)
+            registry = Registry(settings, http, store, scheduler, nursery)
             options = set(pyfuse3.default_options)
             options |= {"fsname=kithara-fs", "subtype=kithara", "ro"}
             if allow_other:
@@ -302,7 +302,7 @@ async def _serve(
             except RuntimeError as exc:
                 raise UsageError(f"cannot mount at {mountpoint}: {exc}") from None
             try:
-                registry.start_probes(nursery)
+                registry.start_probes()
                 nursery.start_soon(_stop_on_signal, registry)
                 nursery.start_soon(_announce_ready, mountpoint, len(settings.streams), on_ready)
                 await pyfuse3.main()

@@ -61,10 +61,16 @@ class Registry:
     """
 
     def __init__(
-        self, settings: Settings, http: HttpClient, store: CacheStore, scheduler: Scheduler
+        self,
+        settings: Settings,
+        http: HttpClient,
+        store: CacheStore,
+        scheduler: Scheduler,
+        nursery: trio.Nursery,
     ) -> None:
         self.settings = settings
         self.scheduler = scheduler
+        self._nursery = nursery
         self.root = DirNode(ROOT_INODE, "", None)
         self._nodes: dict[int, Node] = {ROOT_INODE: self.root}
         self._streams: set[Stream] = set()
@@ -106,16 +112,20 @@ class Registry:
 
     # -- sizes -----------------------------------------------------------------------------
 
-    def start_probes(self, nursery: trio.Nursery) -> None:
+    def start_probes(self) -> None:
         """Learn, in the background, the size of every file the cache does not know yet."""
         for node in self.files():
-            if node.source.length is None:
-                nursery.start_soon(node.source.probe_in_background)
+            self._probe(node)
+
+    def _probe(self, node: FileNode) -> None:
+        if node.source.claim_probe():
+            self._nursery.start_soon(node.source.probe_in_background)
 
     async def size(self, node: FileNode) -> int:
         """The file's size for getattr: cached, or probed within the metadata budget, else 0."""
         length = node.source.length
         if length is None:
+            self._probe(node)
             deadline = Deadline.after(self.settings.metadata_timeout)
             length = await node.source.wait_length(deadline)
         return length or 0

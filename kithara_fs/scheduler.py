@@ -5,7 +5,8 @@ that misses the cache *demands* its bytes: it joins a cursor already heading the
 starts a new ranged GET at the read point at once (kithara waits for the sequential download;
 we do not). A read that hits tops up *read-ahead*: when less than half of the read-ahead
 window is buffered, a cursor is pointed at the end of the window. A seek releases the
-reader's cursor, and a cursor nobody needs is cancelled before its replacement starts.
+reader's cursors first, and a cursor nobody needs any more is cancelled, before the read at
+the new position starts its own.
 
 It must never serve bytes or decide errnos, and never run a download without an owner: each
 cursor belongs to the readers that asked for it and dies with the last of them.
@@ -53,10 +54,18 @@ class Cursor:
 
 @dataclass(eq=False)
 class Reader:
-    """The scheduler's view of one open handle: its source and the cursor serving it."""
+    """The scheduler's view of one open handle: its source and the downloads serving it.
+
+    A handle can have several reads in flight (threads, kernel splitting), so it can own
+    several cursors; they are all released together when the handle seeks or closes.
+    """
 
     source: ProgressiveSource
-    cursor: Cursor | None = None
+    cursors: list[Cursor] = field(default_factory=list)
+
+    def running(self) -> list[Cursor]:
+        self.cursors = [c for c in self.cursors if not c.done]
+        return self.cursors
 
 
 class Scheduler:
@@ -71,12 +80,7 @@ class Scheduler:
         """Make sure some download is heading for the missing bytes of ``[offset, end)``."""
         need = reader.source.first_missing(offset)
         target = end + self.readahead
-        cursor = self._joinable(reader.source, need)
-        if cursor is not reader.cursor:
-            # Cancel the stale download before its replacement starts.
-            self.release(reader)
-        if cursor is None:
-            cursor = self._start(reader.source, need, target)
+        cursor = self._joinable(reader.source, need) or self._start(reader.source, need, target)
         cursor.target = max(cursor.target, target)
         self._attach(reader, cursor)
         return cursor
@@ -91,29 +95,25 @@ class Scheduler:
         gap = source.first_missing(position)
         if gap >= window_end:
             return
-        cursor = reader.cursor
-        if cursor is not None and not cursor.done and cursor.pos <= gap + JOIN_DISTANCE:
-            cursor.target = max(cursor.target, window_end)
-            return
+        for cursor in reader.running():
+            if cursor.pos <= gap <= cursor.pos + JOIN_DISTANCE:
+                cursor.target = max(cursor.target, window_end)
+                return
         # Hysteresis: start a new request only once half the window has drained, so a
         # reader that keeps pace with the download does not cause a request per read.
         if gap - position > self.readahead // 2:
             return
-        cursor = self._joinable(source, gap)
-        if cursor is None:
-            self.release(reader)
-            cursor = self._start(source, gap, window_end)
+        cursor = self._joinable(source, gap) or self._start(source, gap, window_end)
         cursor.target = max(cursor.target, window_end)
         self._attach(reader, cursor)
 
     def release(self, reader: Reader) -> None:
-        """The reader seeked away or closed: its cursor stops unless someone else needs it."""
-        cursor, reader.cursor = reader.cursor, None
-        if cursor is None:
-            return
-        cursor.owners.discard(reader)
-        if not cursor.owners and not cursor.done:
-            cursor.scope.cancel()
+        """The reader seeked away or closed: its downloads stop unless others need them."""
+        cursors, reader.cursors = reader.cursors, []
+        for cursor in cursors:
+            cursor.owners.discard(reader)
+            if not cursor.owners and not cursor.done:
+                cursor.scope.cancel()
 
     def active(self, source: ProgressiveSource) -> int:
         """Number of downloads running for ``source`` (for status and tests)."""
@@ -131,9 +131,8 @@ class Scheduler:
         return None
 
     def _attach(self, reader: Reader, cursor: Cursor) -> None:
-        if reader.cursor is not cursor:
-            self.release(reader)
-            reader.cursor = cursor
+        if cursor not in reader.running():
+            reader.cursors.append(cursor)
             cursor.owners.add(reader)
 
     def _start(self, source: ProgressiveSource, start: int, target: int) -> Cursor:

@@ -1,4 +1,4 @@
-"""Hostile and flaky origins: readers still get correct bytes, or a clean error, never wrong ones."""
+"""Hostile and flaky origins: readers get correct bytes or a clean error, never wrong ones."""
 
 from __future__ import annotations
 

@@ -209,6 +209,26 @@ def test_drop_after_applies_within_a_range(origin: Origin) -> None:
         conn.close()
 
 
+def test_client_hanging_up_early_is_quiet_and_logged(
+    origin: Origin, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Slow enough that the body cannot all sit in socket buffers before the client leaves.
+    origin.faults("/a.mp3").rate = 100_000
+    conn = http.client.HTTPConnection("127.0.0.1", origin.port, timeout=10)
+    conn.request("GET", "/a.mp3")
+    resp = conn.getresponse()
+    assert resp.read(1000) == DATA[:1000]
+    conn.close()
+    assert origin.wait_idle()
+    record = origin.requests_for("/a.mp3")[-1]
+    assert record.status == 200
+    assert 1000 <= record.body_bytes < TOTAL
+    assert "Traceback" not in capfd.readouterr().err
+    # The origin keeps serving after the hang-up.
+    origin.clear_faults()
+    assert request(origin, "/a.mp3")[2] == DATA
+
+
 def test_request_log_records_ranges_and_statuses(origin: Origin) -> None:
     request(origin, "/a.mp3", {"Range": "bytes=0-99"})
     request(origin, "/a.mp3", {"Range": f"bytes={TOTAL}-"})

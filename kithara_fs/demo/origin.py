@@ -67,6 +67,23 @@ class RequestRecord:
     body_bytes: int  # bytes actually written, not the Content-Length promised
 
 
+@dataclass
+class _Entry:
+    """A log entry still being written to; guarded by Origin._lock."""
+
+    method: str
+    path: str
+    range: str | None
+    if_range: str | None
+    status: int
+    body_bytes: int = 0
+
+    def freeze(self) -> RequestRecord:
+        return RequestRecord(
+            self.method, self.path, self.range, self.if_range, self.status, self.body_bytes
+        )
+
+
 @dataclass(frozen=True)
 class _Resource:
     data: bytes | Path
@@ -142,8 +159,10 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "kithara-demo-origin"
-    sys_version = ""
     server: _Server
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:
         # The tests read the request log instead; stderr noise would bury real failures.
@@ -170,10 +189,16 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path)
         range_header = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        status = 0
-        sent = 0
+
+        def answer(status: int) -> _Entry:
+            # Logged before the first byte goes out: a client that has its response may look at
+            # the log straight away, so the entry must already be there.
+            entry = origin._answer(_Entry(self.command, path, range_header, if_range, status))
+            self.send_response(status)
+            return entry
+
+        resource, faults, fail_status, drop_after = origin._plan(path, head)
         try:
-            resource, faults, fail_status, drop_after = origin._plan(path, head)
             if faults is not None:
                 if faults.delay > 0:
                     time.sleep(faults.delay)
@@ -183,13 +208,12 @@ class _Handler(BaseHTTPRequestHandler):
             if resource is None or fail_status is not None:
                 status = 404 if resource is None else fail_status or 500
                 body = f"{status} {'not found' if resource is None else 'injected'}\n".encode()
-                self.send_response(status)
+                entry = answer(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if not head:
-                    self.wfile.write(body)
-                    sent = len(body)
+                    self._write(entry, body)
                 return
 
             ignore_range = faults is not None and faults.ignore_range
@@ -206,8 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     parsed = parse_range(range_header, total)
                 except _Unsatisfiable:
-                    status = 416
-                    self.send_response(status)
+                    answer(416)
                     self.send_header("Content-Range", f"bytes */{total}")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -218,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
                     status = 206
                     content_range = f"bytes {first}-{last}/{total}"
 
-            self.send_response(status)
+            entry = answer(status)
             self.send_header("Content-Type", resource.content_type)
             self.send_header("Content-Length", str(length))
             self.send_header("ETag", resource.etag)
@@ -235,8 +258,9 @@ class _Handler(BaseHTTPRequestHandler):
             rate = faults.rate if faults is not None else None
             chunk = CHUNK if not rate else max(1, min(CHUNK, rate // 8))
             began = time.monotonic()
+            sent = 0
             for block in resource.chunks(start, limit, chunk):
-                self.wfile.write(block)
+                self._write(entry, block)
                 sent += len(block)
                 if rate:
                     # Pace against the start time so sleep overshoot does not accumulate.
@@ -249,19 +273,30 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            origin._log(RequestRecord(self.command, path, range_header, if_range, status, sent))
+            origin._done()
+
+    def _write(self, entry: _Entry, data: bytes) -> None:
+        # Counted before the write for the same reason the entry is logged early; taken back if
+        # the write fails, so body_bytes never claims bytes the client cannot have had.
+        self.server.origin._count(entry, len(data))
+        try:
+            self.wfile.write(data)
+        except OSError:
+            self.server.origin._count(entry, -len(data))
+            raise
 
 
 class Origin:
     """An HTTP server on a loopback port serving registered resources.
 
-    The socket is bound in the constructor so URLs are known before start(). A request is
-    logged once its response is finished; wait_idle() waits for responses in progress.
+    The socket is bound in the constructor so URLs are known before start(). A request enters
+    the log when its status is decided and its body_bytes grows as the body is written;
+    wait_idle() waits until every response in progress has finished.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
-        self.requests: list[RequestRecord] = []
+        self._entries: list[_Entry] = []
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._busy = 0
@@ -308,13 +343,18 @@ class Origin:
         for stall in stalls:
             stall.set()
 
-    def requests_for(self, path: str) -> list[RequestRecord]:
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A snapshot of the request log, oldest first."""
         with self._lock:
-            return [r for r in self.requests if r.path == path]
+            return [entry.freeze() for entry in self._entries]
+
+    def requests_for(self, path: str) -> list[RequestRecord]:
+        return [r for r in self.requests if r.path == path]
 
     def clear_log(self) -> None:
         with self._lock:
-            self.requests.clear()
+            self._entries.clear()
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until no response is in progress, so the log is complete; False on timeout."""
@@ -400,10 +440,18 @@ class Origin:
                     drop_after = faults.drop_after
             return resource, faults, fail_status, drop_after
 
-    def _log(self, record: RequestRecord) -> None:
+    def _answer(self, entry: _Entry) -> _Entry:
+        with self._lock:
+            self._entries.append(entry)
+        return entry
+
+    def _count(self, entry: _Entry, nbytes: int) -> None:
+        with self._lock:
+            entry.body_bytes += nbytes
+
+    def _done(self) -> None:
         with self._idle:
-            self.requests.append(record)
-            self._busy = max(0, self._busy - 1)
+            self._busy -= 1
             self._idle.notify_all()
 
     def _track(self, conn: socket.socket, add: bool) -> None:
@@ -430,9 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     origin = Origin(args.host, args.port)
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         print(origin.add("/" + file.relative_to(root).as_posix(), file), flush=True)
-    with origin:
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+    with origin, contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
     return 0
 
 

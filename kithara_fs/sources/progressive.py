@@ -62,7 +62,7 @@ class ProgressiveSource:
         self.changed = ChangeSignal()
         self.generation = 0
         self.last_error: OriginError | None = None
-        self._probing = False
+        self._probe_claimed = False
         self._probe_lock = trio.Lock()
 
     # -- metadata ----------------------------------------------------------------------------
@@ -91,7 +91,6 @@ class ProgressiveSource:
             info = self.info
             if info is not None:
                 return info
-            self._probing = True
             try:
                 info = await self.http.probe(self.url)
                 if info.length is None:
@@ -100,23 +99,37 @@ class ProgressiveSource:
                 self.last_error = exc
                 raise
             finally:
-                self._probing = False
                 self.changed.notify()
             self.entry.set_meta(_meta(info))
             self.last_error = None
         await self.entry.flush()
         return info
 
+    @property
+    def probing(self) -> bool:
+        """A size probe is running, or claimed and about to run."""
+        return self._probe_claimed or self._probe_lock.locked()
+
+    def claim_probe(self) -> bool:
+        """Reserve the one background probe; False if the size is known or a probe is on."""
+        if self.length is not None or self.probing:
+            return False
+        self._probe_claimed = True
+        return True
+
     async def probe_in_background(self) -> None:
-        """Learn the size for getattr; a failure is logged and retried by the next open."""
+        """Learn the size for getattr (after :meth:`claim_probe`); failures are logged."""
         try:
             await self.ensure_info()
         except OriginError as exc:
             log.warning("%s: size unknown: %s", self.shown, exc.reason)
+        finally:
+            self._probe_claimed = False
+            self.changed.notify()
 
     async def wait_length(self, deadline: Deadline) -> int | None:
         """The length, waiting until ``deadline`` for a probe in flight; None if unknown."""
-        while self.length is None and self._probing:
+        while self.length is None and self.probing:
             if not await self.changed.wait(deadline):
                 break
         return self.length
@@ -161,39 +174,47 @@ class ProgressiveSource:
             cursor.pos = start
             following = self.entry.ranges.next_present(start)
             last = (length if following is None else following) - 1
+            dropped: OriginError | None = None
             try:
+                # Opening retries transient failures itself; only a body that breaks off
+                # after it started is retried here, resuming at the first byte not received.
                 async with self.http.open_range(self.url, start, last, expected=info) as body:
                     if body.start != start:
                         info = self._note_ranges_ignored(info)
                     offset = body.start
-                    async for chunk in body.chunks():
-                        if generation != self.generation:
-                            return
-                        if not self.entry.write(offset, chunk):
-                            raise CacheError(f"{self.shown}: cannot store downloaded bytes")
-                        offset += len(chunk)
-                        cursor.pos = max(cursor.pos, offset)
-                        unflushed += len(chunk)
-                        backoff.reset()
-                        self.changed.notify()
-                        if unflushed >= FLUSH_EVERY:
-                            unflushed = 0
-                            await self.entry.flush()
-                        # Stopping early is only safe where a later request can resume here;
-                        # without Range support, spool on to the end instead of starting over.
-                        if offset > last or (info.accepts_ranges and offset >= cursor.target):
-                            break
+                    try:
+                        async for chunk in body.chunks():
+                            if generation != self.generation:
+                                return
+                            if not self.entry.write(offset, chunk):
+                                raise CacheError(f"{self.shown}: cannot store downloaded bytes")
+                            offset += len(chunk)
+                            cursor.pos = max(cursor.pos, offset)
+                            unflushed += len(chunk)
+                            backoff.reset()
+                            self.changed.notify()
+                            if unflushed >= FLUSH_EVERY:
+                                unflushed = 0
+                                await self.entry.flush()
+                            # Stopping early is only safe where a later request can resume
+                            # here; without Range support, spool on to the end instead.
+                            if offset > last or (info.accepts_ranges and offset >= cursor.target):
+                                break
+                    except OriginError as exc:
+                        if not exc.transient:
+                            raise
+                        dropped = exc
             except RemoteChangedError as exc:
                 self._invalidate(generation, exc)
                 raise
             except OriginError as exc:
-                if not exc.transient:
-                    self.last_error = exc
-                    raise
+                self.last_error = exc
+                raise
+            if dropped is not None:
                 try:
-                    await backoff.pause(exc)
+                    await backoff.pause(dropped)
                 except OriginError:
-                    self.last_error = exc
+                    self.last_error = dropped
                     raise
 
     # -- versions ----------------------------------------------------------------------------

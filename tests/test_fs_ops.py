@@ -1,0 +1,136 @@
+"""The FUSE adapter's handlers called directly (no kernel): errno mapping and the boundary."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pyfuse3
+import pytest
+import trio
+
+from kithara_fs.cache import CacheStore
+from kithara_fs.config import parse_config
+from kithara_fs.fs import KitharaOperations
+from kithara_fs.net import HttpClient
+from kithara_fs.registry import ROOT_INODE, Registry
+from kithara_fs.scheduler import Scheduler
+from kithara_fs.stream import Stream
+
+from .fakes import FakeOrigin
+
+DATA = random.Random(11).randbytes(200_000)
+
+
+@pytest.fixture
+async def ops(tmp_path: Path) -> AsyncIterator[tuple[KitharaOperations, FakeOrigin]]:
+    origin = FakeOrigin(DATA)
+    settings = parse_config({
+        "cache": {"dir": str(tmp_path)},
+        "mount": {"read_timeout": 5},
+        "stream": [{"path": "album/one.flac", "url": "http://origin.test/one.flac?key=secret"}],
+    })  # fmt: skip
+    async with HttpClient(transport=origin.transport()) as http, trio.open_nursery() as nursery:
+        registry = Registry(
+            settings, http, CacheStore(tmp_path), Scheduler(nursery, 65536), nursery
+        )
+        yield KitharaOperations(registry), origin
+        nursery.cancel_scope.cancel()
+
+
+async def lookup_path(ops: KitharaOperations, *parts: str) -> pyfuse3.EntryAttributes:
+    inode = ROOT_INODE
+    attr = None
+    for part in parts:
+        attr = await ops.lookup(inode, part.encode(), None)
+        inode = attr.st_ino
+    assert attr is not None
+    return attr
+
+
+async def test_tree_attributes(ops: tuple[KitharaOperations, FakeOrigin]) -> None:
+    fs, _ = ops
+    root = await fs.getattr(ROOT_INODE, None)
+    assert root.st_mode == 0o40555
+    folder = await lookup_path(fs, "album")
+    assert folder.st_mode == 0o40555
+    file = await lookup_path(fs, "album", "one.flac")
+    assert file.st_mode == 0o100444 and file.st_size == len(DATA)
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        await fs.lookup(ROOT_INODE, b"nope", None)
+    assert info.value.errno == errno.ENOENT
+
+
+async def test_open_and_read(ops: tuple[KitharaOperations, FakeOrigin]) -> None:
+    fs, _ = ops
+    inode = (await lookup_path(fs, "album", "one.flac")).st_ino
+    fi = await fs.open(inode, os.O_RDONLY, None)
+    assert fi.direct_io
+    assert await fs.read(fi.fh, 1000, 5000) == DATA[1000:6000]
+    assert await fs.read(fi.fh, len(DATA), 5000) == b""
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        await fs.read(fi.fh, len(DATA) + 1, 5000)
+    assert info.value.errno == errno.EINVAL
+    await fs.release(fi.fh)
+
+
+async def test_write_type_calls_are_erofs(ops: tuple[KitharaOperations, FakeOrigin]) -> None:
+    fs, _ = ops
+    inode = (await lookup_path(fs, "album", "one.flac")).st_ino
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_APPEND | os.O_WRONLY):
+        with pytest.raises(pyfuse3.FUSEError) as info:
+            await fs.open(inode, flags, None)
+        assert info.value.errno == errno.EROFS
+    for call in (fs.write(1, 0, b"x"), fs.mkdir(ROOT_INODE, b"d", 0o755, None),
+                 fs.unlink(ROOT_INODE, b"album", None), fs.setxattr(inode, b"user.a", b"1", None)):
+        with pytest.raises(pyfuse3.FUSEError) as info:
+            await call
+        assert info.value.errno == errno.EROFS
+
+
+async def test_nonblocking_read_is_eagain(
+    ops: tuple[KitharaOperations, FakeOrigin], autojump_clock: trio.testing.MockClock
+) -> None:
+    fs, origin = ops
+    inode = (await lookup_path(fs, "album", "one.flac")).st_ino
+    origin.stall()
+    fi = await fs.open(inode, os.O_RDONLY | os.O_NONBLOCK, None)
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        await fs.read(fi.fh, 0, 4096)
+    assert info.value.errno == errno.EAGAIN
+    origin.release()
+
+
+async def test_unexpected_exception_becomes_eio_not_a_dead_mount(
+    ops: tuple[KitharaOperations, FakeOrigin],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fs, _ = ops
+    inode = (await lookup_path(fs, "album", "one.flac")).st_ino
+    fi = await fs.open(inode, os.O_RDONLY, None)
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(Stream, "try_read", broken)
+    with caplog.at_level(logging.ERROR), pytest.raises(pyfuse3.FUSEError) as info:
+        await fs.read(fi.fh, 0, 10)
+    assert info.value.errno == errno.EIO
+    assert "internal error in read" in caplog.text
+
+
+async def test_xattrs(ops: tuple[KitharaOperations, FakeOrigin]) -> None:
+    fs, _ = ops
+    inode = (await lookup_path(fs, "album", "one.flac")).st_ino
+    names = await fs.listxattr(inode, None)
+    assert set(names) == {b"user.kithara.url", b"user.kithara.cached_bytes"}
+    url = await fs.getxattr(inode, b"user.kithara.url", None)
+    assert url == b"http://origin.test/one.flac?<redacted>"
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        await fs.getxattr(inode, b"user.other", None)
+    assert info.value.errno == pyfuse3.ENOATTR

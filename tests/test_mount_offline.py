@@ -1,0 +1,59 @@
+"""The persistent cache: after a remount with the origin gone, cached files still work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kithara_fs.demo.origin import Origin
+
+from .conftest import MountFactory, needs_fuse, sha256
+from .test_mount_faults import read_all
+
+pytestmark = needs_fuse
+
+
+def test_remount_with_origin_stopped_serves_cached_file(
+    mount: MountFactory, media_files: dict[str, Path], tmp_path: Path
+) -> None:
+    cache = tmp_path / "persistent-cache"
+    expected = media_files["vorbis.ogg"].read_bytes()
+    with Origin() as origin:
+        origin.add("/v.ogg", media_files["vorbis.ogg"])
+        url = origin.url("/v.ogg")
+        first = mount({"radio/v.ogg": url}, cache_dir=cache, name="first")
+        assert sha256(read_all(first.path("radio/v.ogg"))) == sha256(expected)
+        assert first.stop() == 0
+    # The origin is gone now: connections to its port are refused.
+    second = mount({"radio/v.ogg": url}, cache_dir=cache, name="second")
+    listing = second.path("radio/v.ogg").stat()
+    assert listing.st_size == len(expected)
+    assert sha256(read_all(second.path("radio/v.ogg"))) == sha256(expected)
+    # The index on disk is what made this possible: one entry, complete, for this URL.
+    indexes = list(cache.rglob("*.json"))
+    assert len(indexes) == 1
+    index = json.loads(indexes[0].read_text())
+    assert index["url"] == url and index["ranges"] == [[0, len(expected)]]
+
+
+def test_partial_cache_survives_restart_and_is_not_refetched(
+    mount: MountFactory, media_files: dict[str, Path], tmp_path: Path
+) -> None:
+    cache = tmp_path / "persistent-cache"
+    expected = media_files["wav.wav"].read_bytes()
+    with Origin() as origin:
+        origin.add("/w.wav", media_files["wav.wav"])
+        url = origin.url("/w.wav")
+        first = mount({"w.wav": url}, cache_dir=cache, name="first", readahead=65536)
+        with open(first.path("w.wav"), "rb") as f:
+            assert f.read(1_000_000) == expected[:1_000_000]
+        assert first.stop() == 0
+        origin.clear_log()
+        second = mount({"w.wav": url}, cache_dir=cache, name="second", readahead=65536)
+        assert sha256(read_all(second.path("w.wav"))) == sha256(expected)
+        fetched = [r for r in origin.requests_for("/w.wav") if r.method == "GET"]
+        # No probe (the size was cached) and no request for the first megabyte again.
+        assert fetched, "the rest of the file had to be downloaded"
+        assert all(r.range for r in fetched)
+        starts = [int(str(r.range).split("=")[1].split("-")[0]) for r in fetched]
+        assert min(starts) >= 1_000_000, starts

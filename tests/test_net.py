@@ -1,0 +1,143 @@
+"""The HTTP layer against a real loopback origin: ranges, validators, retries, bad answers."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from kithara_fs.demo.origin import Origin
+from kithara_fs.errors import OriginError, RemoteChangedError
+from kithara_fs.net import HttpClient, ResourceInfo, RetryPolicy, redact_url
+
+DATA = random.Random(3).randbytes(500_000)
+FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
+
+
+@pytest.fixture
+def server() -> Iterator[Origin]:
+    with Origin() as origin:
+        origin.add("/a.mp3", DATA)
+        yield origin
+
+
+async def body_of(http: HttpClient, url: str, start: int, expected: ResourceInfo | None) -> bytes:
+    async with http.open_range(url, start, None, expected) as body:
+        assert body.start == start
+        return b"".join([chunk async for chunk in body.chunks()])
+
+
+async def test_probe_learns_length_and_validators(server: Origin) -> None:
+    async with HttpClient() as http:
+        info = await http.probe(server.url("/a.mp3"))
+    assert info.length == len(DATA) and info.etag and info.last_modified and info.accepts_ranges
+    assert info.content_type == "audio/mpeg"
+    assert server.requests_for("/a.mp3")[0].range == "bytes=0-0"
+
+
+async def test_ranged_read_with_if_range(server: Origin) -> None:
+    async with HttpClient() as http:
+        info = await http.probe(server.url("/a.mp3"))
+        assert await body_of(http, server.url("/a.mp3"), 123_456, info) == DATA[123_456:]
+    last = server.requests_for("/a.mp3")[-1]
+    assert last.if_range == info.etag and last.status == 206
+
+
+async def test_changed_version_is_remote_changed(server: Origin) -> None:
+    async with HttpClient() as http:
+        info = await http.probe(server.url("/a.mp3"))
+        server.replace("/a.mp3", DATA[::-1])
+        with pytest.raises(RemoteChangedError):
+            await body_of(http, server.url("/a.mp3"), 1000, info)
+
+
+async def test_ignored_range_starts_at_zero(server: Origin) -> None:
+    server.faults("/a.mp3").ignore_range = True
+    async with HttpClient() as http:
+        info = await http.probe(server.url("/a.mp3"))
+        assert not info.accepts_ranges
+        async with http.open_range(server.url("/a.mp3"), 5000, None, info) as body:
+            assert body.start == 0
+            assert b"".join([c async for c in body.chunks()]) == DATA
+
+
+async def test_503_is_retried(server: Origin) -> None:
+    server.faults("/a.mp3").fail_statuses = [503, 503]
+    async with HttpClient(policy=FAST) as http:
+        assert await body_of(http, server.url("/a.mp3"), 0, None) == DATA
+    assert [r.status for r in server.requests_for("/a.mp3")] == [503, 503, 206]
+
+
+async def test_retries_run_out(server: Origin) -> None:
+    server.faults("/a.mp3").fail_statuses = [503] * 10
+    async with HttpClient(policy=FAST) as http:
+        with pytest.raises(OriginError) as info:
+            await http.probe(server.url("/a.mp3"))
+    assert info.value.transient and "HTTP 503" in str(info.value)
+    assert len(server.requests_for("/a.mp3")) == FAST.attempts
+
+
+@pytest.mark.parametrize("status", [404, 403, 410])
+async def test_permanent_statuses_are_not_retried(server: Origin, status: int) -> None:
+    server.faults("/a.mp3").fail_statuses = [status] * 3
+    async with HttpClient(policy=FAST) as http:
+        with pytest.raises(OriginError) as info:
+            await http.probe(server.url("/a.mp3"))
+    assert not info.value.transient and f"HTTP {status}" in str(info.value)
+    assert len(server.requests_for("/a.mp3")) == 1
+
+
+async def test_drop_mid_body_is_a_transient_error_after_the_bytes_that_came(
+    server: Origin,
+) -> None:
+    faults = server.faults("/a.mp3")
+    faults.drop_after, faults.drop_count = 100_000, 1
+    received = b""
+    async with HttpClient(policy=FAST) as http:
+        with pytest.raises(OriginError) as info:
+            async with http.open_range(server.url("/a.mp3"), 0) as body:
+                async for chunk in body.chunks():
+                    received += chunk
+    assert info.value.transient
+    assert received == DATA[:100_000], "every byte that arrived is handed on"
+
+
+async def test_refused_connection_is_transient_origin_error() -> None:
+    origin = Origin()
+    url = origin.url("/gone")
+    origin.stop()
+    async with HttpClient(policy=FAST) as http:
+        with pytest.raises(OriginError) as info:
+            await http.probe(url)
+    assert info.value.transient and "ConnectError" in str(info.value)
+
+
+async def test_compressed_answer_is_refused() -> None:
+    def gzip_anyway(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            206,
+            headers={"Content-Encoding": "gzip", "Content-Range": "bytes 0-0/10"},
+            content=b"x",
+        )
+
+    async with HttpClient(transport=httpx.MockTransport(gzip_anyway), policy=FAST) as http:
+        with pytest.raises(OriginError, match="Content-Encoding 'gzip'"):
+            await http.probe("http://origin.test/a")
+
+
+async def test_wrong_content_range_start_is_refused() -> None:
+    def off_by_one(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(206, headers={"Content-Range": "bytes 1-1/10"}, content=b"x")
+
+    async with HttpClient(transport=httpx.MockTransport(off_by_one), policy=FAST) as http:
+        with pytest.raises(OriginError, match="asked for byte 0, origin sent from 1"):
+            await http.probe("http://origin.test/a")
+
+
+def test_redact_url() -> None:
+    assert redact_url("https://u:p@h.example:8443/a/b.mp3?token=x#f") == (
+        "https://h.example:8443/a/b.mp3?<redacted>"
+    )
+    assert redact_url("http://h/a.mp3") == "http://h/a.mp3"

@@ -1,0 +1,186 @@
+"""Stream.try_read, kithara's contract, on a virtual clock (trio MockClock, autojump).
+
+The origin is an in-memory transport, so waits, budgets and seek epochs are exercised
+exactly and instantly; the real-kernel versions of these checks are in test_mount_errno.py.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from kithara_fs.budget import Deadline
+from kithara_fs.cache import CacheStore
+from kithara_fs.errors import RemoteChangedError, SeekPastEndError
+from kithara_fs.net import HttpClient
+from kithara_fs.scheduler import Scheduler
+from kithara_fs.sources import ProgressiveSource
+from kithara_fs.stream import Bytes, Eof, Pending, PendingReason, Stream
+
+from .fakes import FakeOrigin
+
+DATA = random.Random(7).randbytes(12_000_000)
+
+
+class Rig:
+    def __init__(self, origin: FakeOrigin, http: HttpClient, cache: Path, nursery: trio.Nursery):
+        self.origin = origin
+        self.source = ProgressiveSource("http://origin.test/a.mp3", http, CacheStore(cache).entry(
+            "http://origin.test/a.mp3"))  # fmt: skip
+        self.scheduler = Scheduler(nursery, readahead=256 * 1024)
+
+    async def open(self) -> Stream:
+        await self.source.ensure_info()
+        return Stream(self.source, self.scheduler)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    origin = FakeOrigin(DATA)
+    async with HttpClient(transport=origin.transport()) as http, trio.open_nursery() as nursery:
+        yield Rig(origin, http, tmp_path, nursery)
+        nursery.cancel_scope.cancel()
+
+
+async def test_bytes_are_whole_and_correct(rig: Rig) -> None:
+    stream = await rig.open()
+    for offset, size in [(0, 4096), (100_000, 131072), (11_999_000, 131072)]:
+        outcome = await stream.try_read(offset, size, Deadline.after(30))
+        assert outcome == Bytes(DATA[offset : offset + size])
+
+
+async def test_eof_at_length_and_seek_past_end(rig: Rig) -> None:
+    stream = await rig.open()
+    assert await stream.try_read(len(DATA), 4096, Deadline.after(30)) == Eof(len(DATA))
+    with pytest.raises(SeekPastEndError):
+        await stream.try_read(len(DATA) + 1, 4096, Deadline.after(30))
+    assert rig.origin.requests == ["bytes=0-0"], "neither needs a download"
+
+
+async def test_blocking_read_waits_the_whole_budget_then_not_ready(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    stream = await rig.open()
+    rig.origin.stall()
+    start = trio.current_time()
+    outcome = await stream.try_read(0, 4096, Deadline.after(30))
+    assert outcome == Pending(PendingReason.NOT_READY)
+    assert trio.current_time() - start == pytest.approx(30)
+
+
+async def test_slow_bytes_within_budget_are_served(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    stream = await rig.open()
+    rig.origin.stall()
+
+    async def release_later() -> None:
+        await trio.sleep(20)
+        rig.origin.release()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(release_later)
+        outcome = await stream.try_read(0, 4096, Deadline.after(30))
+    assert outcome == Bytes(DATA[:4096])
+
+
+async def test_nonblocking_budget_is_not_ready_at_once_but_starts_download(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    stream = await rig.open()
+    start = trio.current_time()
+    assert await stream.try_read(0, 4096, Deadline.after(0)) == Pending(PendingReason.NOT_READY)
+    assert trio.current_time() == start
+    await trio.sleep(1)  # the demanded download runs meanwhile
+    assert await stream.try_read(0, 4096, Deadline.after(0)) == Bytes(DATA[:4096])
+
+
+async def test_read_superseded_by_seek_is_seek_pending(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    stream = await rig.open()
+    rig.origin.stall()
+    results: dict[str, object] = {}
+
+    async def read(name: str, offset: int) -> None:
+        results[name] = await stream.try_read(offset, 4096, Deadline.after(100))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read, "first", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(read, "second", 10_000_000)  # beyond the 4 MiB forward tolerance
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == {"first": Pending(PendingReason.SEEK_PENDING)}
+        rig.origin.release()
+    assert results["second"] == Bytes(DATA[10_000_000:10_004_096])
+
+
+async def test_concurrent_reads_near_each_other_are_both_served(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    stream = await rig.open()
+    rig.origin.stall()
+    results: dict[int, object] = {}
+
+    async def read(offset: int) -> None:
+        results[offset] = await stream.try_read(offset, 4096, Deadline.after(100))
+
+    async with trio.open_nursery() as nursery:
+        for offset in (0, 2_000_000):  # within the tolerance: neither supersedes the other
+            nursery.start_soon(read, offset)
+            await trio.testing.wait_all_tasks_blocked()
+        assert rig.scheduler.active(rig.source) == 2
+        rig.origin.release()
+    assert results == {o: Bytes(DATA[o : o + 4096]) for o in (0, 2_000_000)}
+
+
+async def test_small_reordering_is_not_a_seek(rig: Rig) -> None:
+    stream = await rig.open()
+    await stream.try_read(1_000_000, 4096, Deadline.after(30))
+    epoch = stream.timeline.epoch
+    await stream.try_read(1_000_000 - 500_000, 4096, Deadline.after(30))
+    await stream.try_read(1_000_000 + 3_000_000, 4096, Deadline.after(30))
+    assert stream.timeline.epoch == epoch
+    await stream.try_read(0, 4096, Deadline.after(30))
+    assert stream.timeline.epoch == epoch + 1
+
+
+async def test_interrupt_ends_waits(rig: Rig, autojump_clock: trio.testing.MockClock) -> None:
+    stream = await rig.open()
+    rig.origin.stall()
+    async with trio.open_nursery() as nursery:
+        outcome: list[object] = []
+
+        async def read() -> None:
+            outcome.append(await stream.try_read(0, 4096, Deadline.after(100)))
+
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        stream.interrupt()
+    assert outcome == [Pending(PendingReason.SEEK_PENDING)]
+    rig.origin.release()
+
+
+async def test_remote_change_fails_old_handle_and_new_handle_gets_new_bytes(rig: Rig) -> None:
+    stream = await rig.open()
+    assert await stream.try_read(0, 4096, Deadline.after(30)) == Bytes(DATA[:4096])
+    new = bytes(reversed(DATA))
+    rig.origin.data, rig.origin.etag = new, '"v2"'
+    with pytest.raises(RemoteChangedError):
+        await stream.try_read(2_500_000, 4096, Deadline.after(30))
+    with pytest.raises(RemoteChangedError):
+        await stream.try_read(0, 4096, Deadline.after(30))  # cached, but of the old version
+    fresh = await rig.open()
+    assert await fresh.try_read(0, 4096, Deadline.after(30)) == Bytes(new[:4096])
+
+
+async def test_seek_starts_a_ranged_get_at_the_read_point(rig: Rig) -> None:
+    stream = await rig.open()
+    await stream.try_read(2_000_000, 4096, Deadline.after(30))
+    assert rig.origin.requests[1].startswith("bytes=2000000-")
+    await stream.try_read(9_000_000, 4096, Deadline.after(30))
+    assert rig.origin.requests[2].startswith("bytes=9000000-")
