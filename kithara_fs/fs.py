@@ -18,6 +18,7 @@ import errno
 import functools
 import logging
 import os
+import select
 import stat
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -111,12 +112,22 @@ def _boundary(
 
 
 class _Handle:
-    __slots__ = ("node", "stream", "nonblocking")
+    """One open file: its stream, and the poll handle to wake (kernel gives a new one per poll)."""
+
+    __slots__ = ("node", "stream", "nonblocking", "poll_handle", "watching")
 
     def __init__(self, node: FileNode, stream: Stream, nonblocking: bool) -> None:
         self.node = node
         self.stream = stream
         self.nonblocking = nonblocking
+        self.poll_handle: Any = None
+        self.watching = False
+
+    def wake_poller(self) -> None:
+        self.watching = False
+        poll_handle, self.poll_handle = self.poll_handle, None
+        if poll_handle is not None:
+            poll_handle.notify()
 
 
 def _erofs(name: str) -> Callable[..., Awaitable[Any]]:
@@ -254,6 +265,22 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         elif outcome.reason is PendingReason.VARIANT_CHANGE:
             log.error("%s: variant change reached the FUSE layer", handle.node.source.shown)
         raise pyfuse3.FUSEError(code)
+
+    @_boundary
+    async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
+        """Readiness for O_NONBLOCK readers: POLLIN once the bytes at their position arrive."""
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        if handle.stream.readable():
+            return select.POLLIN | select.POLLRDNORM
+        if poll_handle is not None:
+            # Only the newest handle needs waking; one watcher per open file is enough.
+            handle.poll_handle = poll_handle
+            if not handle.watching:
+                handle.watching = True
+                self.registry.notify_when_readable(handle.stream, handle.wake_poller)
+        return 0
 
     @_boundary
     async def flush(self, fh: int) -> None:

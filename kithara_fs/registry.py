@@ -12,6 +12,7 @@ metadata budget: sizes come from the cache index first.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -147,6 +148,15 @@ class Registry:
         stream.close()
         self._streams.discard(stream)
         node.open_handles -= 1
+
+    def notify_when_readable(self, stream: Stream, notify: Callable[[], None]) -> None:
+        """Call ``notify`` (a poll handle's) once ``stream`` can be read without waiting."""
+
+        async def watch() -> None:
+            await stream.wait_readable()
+            notify()
+
+        self._nursery.start_soon(watch)
 
     def interrupt_all(self) -> None:
         """The mount is stopping: every waiting read returns SEEK_PENDING (EINTR)."""

@@ -25,6 +25,10 @@ from .errors import OriginError, RemoteChangedError, SeekPastEndError
 from .scheduler import Cursor, Reader, Scheduler
 from .sources import ProgressiveSource
 
+# What poll() promises is readable: one FUSE read request (the kernel's default max_read), so
+# a reader woken by poll gets a whole request without EAGAIN instead of spinning.
+POLL_READY_BYTES = 128 * 1024
+
 # A read this far ahead of the handle's last position is still "sequential": players and the
 # kernel split and reorder requests a little, and treating that as a seek would cancel the
 # read-ahead that is about to serve them (DESIGN.md §2: a few MiB forward, ~1 MiB back).
@@ -65,12 +69,15 @@ class Timeline:
         epoch: bumped by every seek; a read that started under an older epoch is superseded.
         flushing: set when the handle or the mount is shutting down; every wait ends.
         position: the offset just past the handle's latest read, None before the first.
+        resume_at: where the reader will read next: past its last answered read, or at
+            the start of the read that found no bytes (what poll() watches).
     """
 
     def __init__(self) -> None:
         self.epoch = 0
         self.flushing = False
         self.position: int | None = None
+        self.resume_at = 0
 
     def observe(self, offset: int, end: int) -> bool:
         """Record a read of ``[offset, end)``; return True if it is a seek (epoch bumped)."""
@@ -130,6 +137,7 @@ class Stream:
             self._check_version()
             data = source.read_cached(offset, end - offset)
             if data is not None:
+                self.timeline.resume_at = end
                 self.scheduler.read_ahead(self.reader, end)
                 return Bytes(data)
             for cursor in tried:
@@ -139,8 +147,32 @@ class Stream:
             if cursor not in tried:
                 tried.append(cursor)
             if deadline.expired:
+                self.timeline.resume_at = offset
                 return Pending(PendingReason.NOT_READY)
             await source.changed.wait(deadline)
+
+    def readable(self) -> bool:
+        """Whether a read at the handle's position would answer without waiting (for poll).
+
+        End of file and a failed download count as readable: the read then reports them.
+        """
+        length = self.source.length
+        if self.timeline.flushing or length is None or self.generation != self.source.generation:
+            return True
+        position = self.timeline.resume_at
+        if position >= length:
+            return True
+        if any(c.done and c.error is not None for c in self.reader.cursors):
+            return True
+        return self.source.entry.ranges.covers(position, min(length, position + POLL_READY_BYTES))
+
+    async def wait_readable(self) -> None:
+        """Demand the bytes at the handle's position and return once :meth:`readable`."""
+        while not self.readable():
+            position = self.timeline.resume_at
+            length = self.source.length or 0
+            self.scheduler.demand(self.reader, position, min(length, position + POLL_READY_BYTES))
+            await self.source.changed.wait(Deadline.never())
 
     def interrupt(self) -> None:
         """End every wait of this handle with SEEK_PENDING (close or shutdown)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import select
 import threading
 import time
 from pathlib import Path
@@ -178,4 +179,28 @@ def test_failed_origin_is_eio_after_retries(origin: Origin, mount: MountFactory)
         statuses = [r.status for r in origin.requests_for("/vbr.mp3")]
         assert statuses.count(503) >= 6, statuses
     finally:
+        os.close(fd)
+
+
+def test_poll_reports_readiness_when_bytes_arrive(
+    origin: Origin, mount: MountFactory, media_files: dict[str, Path]
+) -> None:
+    m = mount({"x.wav": origin.url("/wav.wav")}, read_timeout=600)
+    expected = media_files["wav.wav"].read_bytes()
+    assert m.path("x.wav").stat().st_size == len(expected)
+    stall = threading.Event()
+    origin.faults("/wav.wav").stall = stall
+    fd = os.open(m.path("x.wav"), os.O_RDONLY | os.O_NONBLOCK)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    try:
+        assert raw_pread(fd, 65536, 3_000_000) == errno.EAGAIN
+        assert poller.poll(0) == [], "nothing is readable while the origin stalls"
+        stall.set()
+        # Blocks in poll(2) (no busy loop) until the daemon reports the bytes arrived.
+        events = poller.poll(60_000)
+        assert events and events[0][1] & select.POLLIN, events
+        assert raw_pread(fd, 65536, 3_000_000) == expected[3_000_000:3_065_536]
+    finally:
+        stall.set()
         os.close(fd)

@@ -184,3 +184,21 @@ async def test_seek_starts_a_ranged_get_at_the_read_point(rig: Rig) -> None:
     assert rig.origin.requests[1].startswith("bytes=2000000-")
     await stream.try_read(9_000_000, 4096, Deadline.after(30))
     assert rig.origin.requests[2].startswith("bytes=9000000-")
+
+
+async def test_readable_watches_where_the_reader_waits(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    stream = await rig.open()
+    rig.origin.stall()
+    miss = await stream.try_read(5_000_000, 4096, Deadline.after(0))
+    assert miss == Pending(PendingReason.NOT_READY)
+    assert stream.timeline.resume_at == 5_000_000 and not stream.readable()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream.wait_readable)
+        await trio.testing.wait_all_tasks_blocked()
+        rig.origin.release()
+    assert stream.readable()
+    hit = await stream.try_read(5_000_000, 4096, Deadline.after(0))
+    assert hit == Bytes(DATA[5_000_000:5_004_096])
+    assert stream.timeline.resume_at == 5_004_096
