@@ -32,7 +32,7 @@ import trio
 from . import __version__
 from .cache import CacheStore
 from .config import DEFAULT_READ_TIMEOUT, Settings, StreamConfig, load_config, parse_config
-from .errors import ConfigError
+from .errors import CacheError, ConfigError
 from .fs import KitharaOperations
 from .net import HttpClient, redact_url
 from .registry import Registry
@@ -273,7 +273,10 @@ def run_mount(
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cache folder {settings.cache_dir}: {exc.strerror}") from None
-    store = CacheStore(settings.cache_dir)
+    try:
+        store = CacheStore(settings.cache_dir, settings.max_size)
+    except CacheError as exc:
+        raise UsageError(str(exc)) from None
     try:
         trio.run(_serve, settings, mountpoint, store, on_ready, allow_other)
     finally:

@@ -29,7 +29,11 @@ DEFAULT_METADATA_TIMEOUT = 5.0
 # ~45 s of CD-quality WAV: enough to never starve a player on a working link, small enough
 # not to pull whole albums for one track.
 DEFAULT_READAHEAD = 8 * 1024 * 1024
+# The cache's bound when the config names none: room for a few albums of lossless audio or
+# days of podcasts, small next to today's disks (issue: "default 2 GiB").
+DEFAULT_MAX_SIZE = 2 * 1024**3
 SUPPORTED_SCHEMES = ("http", "https")
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def default_cache_dir() -> Path:
@@ -45,10 +49,12 @@ class StreamConfig:
     Attributes:
         path: the mount-relative path, already split into its parts.
         url: the http(s) URL of the audio file.
+        pin: download it whole in the background and never evict it.
     """
 
     path: tuple[str, ...]
     url: str
+    pin: bool = False
 
     @property
     def display_path(self) -> str:
@@ -62,6 +68,7 @@ class Settings:
     Attributes:
         source: the file it was read from (for messages).
         cache_dir: where cached bytes and their index live.
+        max_size: the cache's bound in bytes; least recently used streams are evicted.
         read_timeout: seconds a blocking read may wait for bytes before EAGAIN.
         metadata_timeout: seconds getattr waits for an unknown size.
         readahead: bytes downloaded ahead of a sequential reader.
@@ -70,6 +77,7 @@ class Settings:
 
     source: str
     cache_dir: Path
+    max_size: int
     read_timeout: float
     metadata_timeout: float
     readahead: int
@@ -77,9 +85,9 @@ class Settings:
 
 
 _TOP_KEYS = {"cache", "mount", "stream"}
-_CACHE_KEYS = {"dir"}
+_CACHE_KEYS = {"dir", "max_size"}
 _MOUNT_KEYS = {"read_timeout", "metadata_timeout", "readahead"}
-_STREAM_KEYS = {"path", "url"}
+_STREAM_KEYS = {"path", "url", "pin"}
 
 
 def load_config(path: str | os.PathLike[str]) -> Settings:
@@ -117,6 +125,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
         if not isinstance(raw, str) or not raw:
             raise ConfigError(f"{source}: [cache] dir: must be a non-empty string")
         cache_dir = Path(os.path.expanduser(raw))
+    max_size = _size(cache.get("max_size", DEFAULT_MAX_SIZE), f"{source}: [cache] max_size")
 
     read_timeout = _positive_number(mount, "read_timeout", DEFAULT_READ_TIMEOUT, source)
     metadata_timeout = _positive_number(
@@ -132,6 +141,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
     return Settings(
         source=source,
         cache_dir=cache_dir,
+        max_size=max_size,
         read_timeout=read_timeout,
         metadata_timeout=metadata_timeout,
         readahead=readahead,
@@ -179,10 +189,31 @@ def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:
             raise ConfigError(f"{source}: {label}: {key}: missing")
         if not isinstance(table[key], str) or not table[key].strip():
             raise ConfigError(f"{source}: {label}: {key}: must be a non-empty string")
+    pin = table.get("pin", False)
+    if not isinstance(pin, bool):
+        raise ConfigError(f"{source}: {label}: pin: must be true or false")
     return StreamConfig(
         path=_parse_path(table["path"], f"{source}: {label}: path"),
         url=_parse_url(table["url"], f"{source}: {label}: url"),
+        pin=pin,
     )
+
+
+def _size(value: Any, where: str) -> int:
+    """Bytes from an integer or a string with a binary unit: 500M, 2G, 1.5T."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().upper().removesuffix("IB").removesuffix("B")
+        unit = text[-1:] if text[-1:] in _SIZE_UNITS else ""
+        number = text[: len(text) - len(unit)].strip()
+        try:
+            size = int(float(number) * _SIZE_UNITS[unit])
+        except ValueError:
+            size = 0
+        if size > 0:
+            return size
+    raise ConfigError(f"{where}: must be a positive size such as 2G or 500M, not {value!r}")
 
 
 def _parse_path(raw: str, where: str) -> tuple[str, ...]:

@@ -22,13 +22,16 @@ from .cache import CacheStore
 from .config import Settings, StreamConfig
 from .errors import OriginError
 from .net import HttpClient
-from .scheduler import Scheduler
+from .scheduler import Reader, Scheduler
 from .sources import ProgressiveSource
 from .stream import Stream
 
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
+# A pinned download that failed is tried again after this long: soon enough to finish while
+# the machine is online, rare enough not to hammer an origin that is down.
+PIN_RETRY_DELAY = 30.0
 
 
 @dataclass(eq=False)
@@ -75,6 +78,7 @@ class Registry:
         self.root = DirNode(ROOT_INODE, "", None)
         self._nodes: dict[int, Node] = {ROOT_INODE: self.root}
         self._streams: set[Stream] = set()
+        store.clear_pins()
         for stream in settings.streams:
             folder = self.root
             for part in stream.path[:-1]:
@@ -85,7 +89,10 @@ class Registry:
                     self._nodes[child.inode] = child
                 assert isinstance(child, DirNode), "config validation rejects file/folder clashes"
                 folder = child
-            source = ProgressiveSource(stream.url, http, store.entry(stream.url))
+            entry = store.entry(stream.url)
+            if stream.pin:
+                entry.set_pinned(True)
+            source = ProgressiveSource(stream.url, http, entry)
             node = FileNode(self._next_inode(), stream.path[-1], folder, stream, source)
             folder.children[node.name] = node
             self._nodes[node.inode] = node
@@ -114,9 +121,33 @@ class Registry:
     # -- sizes -----------------------------------------------------------------------------
 
     def start_probes(self) -> None:
-        """Learn, in the background, the size of every file the cache does not know yet."""
+        """Learn, in the background, the size of every file the cache does not know yet,
+        and download pinned files whole."""
         for node in self.files():
-            self._probe(node)
+            if node.config.pin:
+                self._nursery.start_soon(self._keep_complete, node)
+            else:
+                self._probe(node)
+
+    async def _keep_complete(self, node: FileNode) -> None:
+        """Download a pinned file whole; after a failure, try again later."""
+        source = node.source
+        reader = Reader(source)
+        while True:
+            try:
+                length = (await source.ensure_info()).length or 0
+            except OriginError:
+                await trio.sleep(PIN_RETRY_DELAY)
+                continue
+            if source.entry.is_complete():
+                log.info("%s: pinned and complete", node.config.display_path)
+                self.scheduler.release(reader)
+                return
+            cursor = self.scheduler.demand(reader, 0, length)
+            while not cursor.done:
+                await source.changed.wait(Deadline.never())
+            if cursor.error is not None:
+                await trio.sleep(PIN_RETRY_DELAY)
 
     def _probe(self, node: FileNode) -> None:
         if node.source.claim_probe():
@@ -141,6 +172,8 @@ class Registry:
         if node.source.length is None:
             raise OriginError(node.source.shown, "size not known within the read budget")
         node.open_handles += 1
+        node.source.entry.readers += 1
+        node.source.entry.touch()
         self._streams.add(stream)
         return stream
 
@@ -148,6 +181,7 @@ class Registry:
         stream.close()
         self._streams.discard(stream)
         node.open_handles -= 1
+        node.source.entry.readers -= 1
 
     def notify_when_readable(self, stream: Stream, notify: Callable[[], None]) -> None:
         """Call ``notify`` (a poll handle's) once ``stream`` can be read without waiting."""

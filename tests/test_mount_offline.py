@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sqlite3
 from pathlib import Path
 
 from kithara_fs.demo.origin import Origin
@@ -30,10 +30,10 @@ def test_remount_with_origin_stopped_serves_cached_file(
     assert listing.st_size == len(expected)
     assert sha256(read_all(second.path("radio/v.ogg"))) == sha256(expected)
     # The index on disk is what made this possible: one entry, complete, for this URL.
-    indexes = list(cache.rglob("*.json"))
-    assert len(indexes) == 1
-    index = json.loads(indexes[0].read_text())
-    assert index["url"] == url and index["ranges"] == [[0, len(expected)]]
+    db = sqlite3.connect(cache / "v2" / "index.sqlite3")
+    rows = db.execute("SELECT url, ranges, length FROM resources").fetchall()
+    db.close()
+    assert rows == [(url, f"[[0,{len(expected)}]]", len(expected))]
 
 
 def test_partial_cache_survives_restart_and_is_not_refetched(

@@ -1,9 +1,10 @@
-"""Persistent disk cache: sparse data files plus an index of the ranges they hold.
+"""Persistent disk cache: sparse data files plus an SQLite index of the ranges they hold.
 
 Owns everything under the cache directory. It must never fetch from the network.
 """
 
-from .entry import CacheEntry, EntryMeta
+from .entry import CacheEntry
+from .index import CacheIndex, EntryMeta
 from .store import CacheStore
 
-__all__ = ["CacheEntry", "CacheStore", "EntryMeta"]
+__all__ = ["CacheEntry", "CacheIndex", "CacheStore", "EntryMeta"]

@@ -1,10 +1,10 @@
-"""One cached resource on disk: a sparse data file and its index.
+"""One cached resource on disk: a sparse data file and its row in the index.
 
 Owns the bytes of one URL at one version: ``<key>.data`` (sparse, written with pwrite at
-the bytes' own offsets) and ``<key>.json`` (format version, URL, validators, length and the
-list of present ranges). The index is replaced atomically (write a temporary file, fsync it,
-rename) and only ever lists ranges whose bytes were fsynced first, so a crash can lose
-recent bytes but can never make the cache claim bytes it does not hold.
+the bytes' own offsets) and the resource's row in the SQLite index (version, present
+ranges, pin). A row only ever lists ranges whose bytes were fsynced first, so a crash can
+lose recent bytes but can never make the cache claim bytes it does not hold; when bytes are
+forgotten (a new version, eviction) the row is emptied before anything else is written.
 
 It must never fetch anything, and never let an OS error reach a reader: a failed cache read
 is logged and reported as a miss, and the caller downloads again.
@@ -13,38 +13,17 @@ is logged and reported as a miss, and the caller downloads again.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from ..ranges import RangeSet
+from .index import CacheIndex, EntryMeta
 
 log = logging.getLogger(__name__)
-
-INDEX_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class EntryMeta:
-    """The version of a resource the cached bytes belong to."""
-
-    length: int
-    etag: str | None = None
-    last_modified: str | None = None
-    content_type: str | None = None
-    accepts_ranges: bool = True
-
-    def same_version(self, other: EntryMeta) -> bool:
-        return (self.length, self.etag, self.last_modified) == (
-            other.length,
-            other.etag,
-            other.last_modified,
-        )
 
 
 class CacheEntry:
@@ -57,15 +36,27 @@ class CacheEntry:
             the index on disk until the next :meth:`flush`).
     """
 
-    def __init__(self, url: str, data_path: Path, index_path: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        data_path: Path,
+        index: CacheIndex,
+        on_saved: Callable[[], object] | None = None,
+    ) -> None:
         self.url = url
+        self.key = key
         self.data_path = data_path
-        self.index_path = index_path
         self.meta: EntryMeta | None = None
         self.ranges = RangeSet()
+        self.pinned = False
+        # Open handles reading this entry; eviction never takes bytes from under them.
+        self.readers = 0
+        self._index = index
+        self._on_saved = on_saved
         self._fd: int | None = None
         self._dirty = False
-        # Bumped whenever cached bytes are forgotten; an index snapshot taken under an older
+        # Bumped whenever cached bytes are forgotten; a row snapshot taken under an older
         # generation must never be written, or it would vouch for bytes that are gone.
         self._generation = 0
         self._flush_lock = trio.Lock()
@@ -73,21 +64,15 @@ class CacheEntry:
     # -- loading -------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read the index from disk; a missing or unreadable index leaves the entry empty."""
-        try:
-            with open(self.index_path, encoding="utf-8") as f:
-                raw = json.load(f)
-            meta, ranges = _decode_index(raw, self.url)
-        except FileNotFoundError:
+        """Read the entry's row; a missing row or data file leaves the entry empty."""
+        row = self._index.get(self.url)
+        if row is None:
             return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("cache index %s is unreadable, starting empty: %s", self.index_path, exc)
-            self._discard_files()
-            return
+        ranges = row.ranges
         if ranges.total() and not self.data_path.exists():
             log.warning("cache data %s is missing, starting empty", self.data_path)
             ranges = RangeSet()
-        self.meta, self.ranges = meta, ranges
+        self.meta, self.ranges, self.pinned = row.meta, ranges, row.pinned
 
     # -- bytes -----------------------------------------------------------------------------
 
@@ -149,24 +134,39 @@ class CacheEntry:
     # -- persistence -----------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Make the index on disk match what is durably in the data file."""
+        """Make the index row match what is durably in the data file."""
         async with self._flush_lock:
             if not self._dirty:
                 return
             self._dirty = False
             # Snapshot first: only ranges written before the fsync below may be recorded.
-            snapshot = _encode_index(self.url, self.meta, self.ranges)
-            generation = self._generation
+            meta, ranges, generation = self.meta, RangeSet(self.ranges.spans()), self._generation
             try:
                 if self._fd is not None:
                     await trio.to_thread.run_sync(os.fdatasync, self._fd)
-                if generation != self._generation:
-                    self._dirty = True
-                    return
-                await trio.to_thread.run_sync(_atomic_write_json, self.index_path, snapshot)
             except OSError as exc:
                 self._dirty = True
-                log.warning("cache index %s not saved: %s", self.index_path, exc)
+                log.warning("cache data %s not synced: %s", self.data_path, exc)
+                return
+            if generation != self._generation:
+                self._dirty = True
+                return
+            self._save(meta, ranges)
+
+    def set_pinned(self, pinned: bool) -> None:
+        if self.pinned != pinned:
+            self.pinned = pinned
+            self._save(self.meta, RangeSet(self.ranges.spans()) if not self._dirty else None)
+
+    def touch(self) -> None:
+        """Record a use, for least-recently-used eviction."""
+        self._index.touch(self.url)
+
+    def evict(self) -> int:
+        """Forget every cached byte (the version is kept, so sizes stay known offline)."""
+        freed = self.ranges.total()
+        self._forget_all()
+        return freed
 
     def close(self) -> None:
         if self._fd is not None:
@@ -184,78 +184,24 @@ class CacheEntry:
 
     def _forget_all(self) -> None:
         self.ranges = RangeSet()
-        self._dirty = True
         self._generation += 1
-        # The old index must stop vouching for these offsets before new bytes land there.
-        with contextlib.suppress(OSError):
-            self.index_path.unlink()
+        # The row must stop vouching for these offsets before new bytes land there.
+        self._save(self.meta, self.ranges)
         if self._fd is not None:
             # Truncating releases the old version's blocks without a new file name.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
 
-    def _discard_files(self) -> None:
-        for path in (self.index_path, self.data_path):
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-
-def _encode_index(url: str, meta: EntryMeta | None, ranges: RangeSet) -> dict[str, Any]:
-    return {
-        "format": INDEX_FORMAT,
-        "url": url,
-        "meta": None
-        if meta is None
-        else {
-            "length": meta.length,
-            "etag": meta.etag,
-            "last_modified": meta.last_modified,
-            "content_type": meta.content_type,
-            "accepts_ranges": meta.accepts_ranges,
-        },
-        "ranges": [[s, e] for s, e in ranges.spans()],
-    }
-
-
-def _decode_index(raw: Any, url: str) -> tuple[EntryMeta | None, RangeSet]:
-    if not isinstance(raw, dict) or raw.get("format") != INDEX_FORMAT:
-        raise ValueError("unknown index format")
-    if raw.get("url") != url:
-        raise ValueError("index belongs to another URL")
-    m = raw["meta"]
-    meta = None
-    if m is not None:
-        length = m["length"]
-        if not isinstance(length, int) or length < 0:
-            raise ValueError("bad length")
-        meta = EntryMeta(
-            length=length,
-            etag=m.get("etag"),
-            last_modified=m.get("last_modified"),
-            content_type=m.get("content_type"),
-            accepts_ranges=bool(m.get("accepts_ranges", True)),
-        )
-    ranges = RangeSet()
-    for start, end in raw["ranges"]:
-        if not (isinstance(start, int) and isinstance(end, int)) or not 0 <= start <= end:
-            raise ValueError("bad range")
-        if meta is None or end > meta.length:
-            raise ValueError("range beyond the length")
-        ranges.add(start, end)
-    return meta, ranges
-
-
-def _atomic_write_json(path: Path, content: dict[str, Any]) -> None:
-    """tmp → fsync → rename: a reader sees the old index or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(content, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    def _save(self, meta: EntryMeta | None, ranges: RangeSet | None) -> None:
+        """Write the row; ``ranges=None`` keeps the ranges on disk (newer ones are unsynced)."""
+        if ranges is None:
+            row = self._index.get(self.url)
+            ranges = row.ranges if row is not None else RangeSet()
+        try:
+            self._index.save(self.url, self.key, meta, ranges, pinned=self.pinned)
+        except Exception as exc:  # sqlite3.Error and OSError: the cache is best effort
+            self._dirty = True
+            log.warning("cache index row for %s not saved: %s", self.data_path.name, exc)
+            return
+        if self._on_saved is not None:
+            self._on_saved()

@@ -1,44 +1,106 @@
-"""The cache directory: where each resource's entry lives.
+"""The cache directory: layout, the index, one entry per URL, and eviction.
 
-Owns the on-disk layout (``<dir>/v<format>/<key[:2]>/<key>.{data,json}``, the key being
-the SHA-256 of the URL) and hands out one :class:`CacheEntry` per URL. The format version
-is part of the path, so a future layout never misreads this one.
+Owns the on-disk layout (``<dir>/v2/index.sqlite3`` and ``<dir>/v2/data/<key[:2]>/<key>.data``,
+the key being the SHA-256 of the URL; the layout version is part of the path, so a future
+layout never misreads this one), the exclusive lock that keeps a second mount off the same
+directory, and the size bound: when the cached bytes exceed ``max_size``, whole resources
+are evicted, least recently used first, skipping pinned ones and any that a handle has open.
 
-It must never fetch anything or decide what to keep; eviction policy belongs elsewhere.
+It must never fetch anything, and never evict bytes from under an open reader.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
+import os
+import sqlite3
 from pathlib import Path
 
-from .entry import INDEX_FORMAT, CacheEntry
+from ..errors import CacheError
+from .entry import CacheEntry
+from .index import CacheIndex
 
 log = logging.getLogger(__name__)
+
+LAYOUT = "v2"
 
 
 class CacheStore:
     """A directory of cache entries, one per URL.
 
     Attributes:
-        root: the versioned directory holding the entries.
+        root: the versioned directory holding the index and the data files.
+        max_size: the bound on cached bytes (None: unbounded).
+        index: the SQLite index.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.root = directory / f"v{INDEX_FORMAT}"
+    def __init__(self, directory: Path, max_size: int | None = None) -> None:
+        self.root = directory / LAYOUT
+        self.max_size = max_size
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock(self.root / "lock")
+        try:
+            self.index = _open_index(self.root / "index.sqlite3")
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self._entries: dict[str, CacheEntry] = {}
+        self._evicting = False
 
     def entry(self, url: str) -> CacheEntry:
-        """The entry for ``url``, loaded from disk on first use."""
+        """The entry for ``url``, loaded from the index on first use."""
         found = self._entries.get(url)
         if found is None:
-            key = hashlib.sha256(url.encode()).hexdigest()
-            folder = self.root / key[:2]
-            found = CacheEntry(url, folder / f"{key}.data", folder / f"{key}.json")
+            key = _key(url)
+            found = CacheEntry(url, key, self._data_path(key), self.index, self.evict_if_needed)
             found.load()
             self._entries[url] = found
         return found
+
+    def clear_pins(self) -> None:
+        """Forget every pin (before the config's pins are applied again)."""
+        self.index.clear_pins()
+        for entry in self._entries.values():
+            entry.pinned = False
+
+    def total_cached(self) -> int:
+        return self.index.total_cached()
+
+    def evict_if_needed(self) -> int:
+        """Evict least-recently-used resources until under ``max_size``; returns bytes freed."""
+        if self.max_size is None or self._evicting:
+            return 0
+        total = self.index.total_cached()
+        if total <= self.max_size:
+            return 0
+        self._evicting = True  # evicting saves rows, which calls back here
+        freed = 0
+        try:
+            for url, key, size in self.index.least_recently_used():
+                if total - freed <= self.max_size:
+                    break
+                loaded = self._entries.get(url)
+                if loaded is not None:
+                    if loaded.readers > 0 or loaded.pinned:
+                        continue
+                    freed += loaded.evict()
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        self._data_path(key).unlink()
+                    row = self.index.get(url)
+                    if row is not None:
+                        self.index.save(url, key, row.meta, type(row.ranges)(), pinned=False)
+                    freed += size
+                log.info("cache: evicted %s (%d bytes)", key[:12], size)
+        finally:
+            self._evicting = False
+        if total - freed > self.max_size:
+            log.info("cache: %d bytes over max_size, all held by open or pinned streams",
+                     total - freed - self.max_size)  # fmt: skip
+        return freed
 
     async def flush_all(self) -> None:
         for entry in list(self._entries.values()):
@@ -47,3 +109,37 @@ class CacheStore:
     def close(self) -> None:
         for entry in self._entries.values():
             entry.close()
+        self.index.close()
+        os.close(self._lock_fd)
+
+    def _data_path(self, key: str) -> Path:
+        return self.root / "data" / key[:2] / f"{key}.data"
+
+
+def _key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CacheError(f"cache folder {path.parent.parent} is in use by another mount") from None
+    return fd
+
+
+def _open_index(path: Path) -> CacheIndex:
+    """Open the index; a damaged database is moved aside (logged) and a new one started."""
+    try:
+        index = CacheIndex(path)
+        index.total_cached()
+        return index
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(path.name + ".damaged")
+        log.warning("cache index %s is damaged (%s); moved to %s", path, exc, aside.name)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        return CacheIndex(path)
