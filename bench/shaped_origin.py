@@ -105,7 +105,8 @@ def _make_handler(base: type, links: dict[str, Link], folders: dict[str, list[st
         def _index(self, head: bool) -> bool:
             path = unquote(urlsplit(self.path).path)
             self.bench_link = links.get(path)
-            names = folders.get(path)
+            # httpdirfs asks for a folder without its trailing slash.
+            names = folders.get(path if path.endswith("/") else path + "/")
             if names is None:
                 return False
             links_html = "\n".join(

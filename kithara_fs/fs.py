@@ -155,6 +155,8 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.registry = registry
         self.read_timeout = registry.settings.read_timeout
         self._handles: dict[int, _Handle] = {}
+        # The size each file last had in a reply: the kernel may cache it for ATTR_TIMEOUT.
+        self._reported_size: dict[int, int] = {}
         self._next_fh = 1
         self._uid = os.getuid()
         self._gid = os.getgid()
@@ -186,6 +188,7 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             attr.st_mode = stat.S_IFREG | 0o444
             attr.st_nlink = 1
             attr.st_size = await self.registry.size(node)
+            self._reported_size[node.inode] = attr.st_size
             # st_blocks counts cached bytes, so du shows how much is on disk.
             attr.st_blocks = (node.source.entry.cached_bytes() + 511) // 512
             if not known and node.source.length is None:
@@ -236,6 +239,10 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
         stream = await self.registry.open(node)
+        if self._reported_size.get(inode, node.source.length) != node.source.length:
+            # The origin published a new version: the kernel's cached size is stale. Only
+            # attributes are dropped (no page lock is taken), so this is safe inside open.
+            pyfuse3.invalidate_inode(inode, attr_only=True)
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = _Handle(node, stream, bool(flags & os.O_NONBLOCK))

@@ -137,6 +137,7 @@ class Body:
     info: ResourceInfo
     _response: httpx.Response
     _url: str
+    not_modified: bool = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Raw body bytes (never content-decoded). A dropped connection is a transient error."""
@@ -196,6 +197,24 @@ class HttpClient:
         async with self.open_range(url, 0, 0) as body:
             return body.info
 
+    async def revalidate(self, url: str, known: ResourceInfo) -> ResourceInfo | None:
+        """Ask once, conditionally, whether ``known`` is still current.
+
+        Returns None when it is (304 Not Modified, or the same validators), else the new
+        version's info. No retries: a failure means "use the cache" to the caller.
+        """
+        conditions = {}
+        if known.etag:
+            conditions["If-None-Match"] = known.etag
+        elif known.last_modified:
+            conditions["If-Modified-Since"] = known.last_modified
+        async with self.open_range(
+            url, 0, 0, conditions=conditions, policy=RetryPolicy(attempts=1)
+        ) as body:
+            if body.not_modified or known.same_version(body.info):
+                return None
+            return body.info
+
     @asynccontextmanager
     async def open_range(
         self,
@@ -203,6 +222,9 @@ class HttpClient:
         start: int,
         end: int | None = None,
         expected: ResourceInfo | None = None,
+        *,
+        conditions: dict[str, str] | None = None,
+        policy: RetryPolicy | None = None,
     ) -> AsyncIterator[Body]:
         """Open ``bytes=start-end`` (inclusive end, open-ended when None), retrying transients.
 
@@ -217,7 +239,8 @@ class HttpClient:
         headers = {"Range": f"bytes={start}-{'' if end is None else end}"}
         if expected is not None and (validator := expected.if_range()):
             headers["If-Range"] = validator
-        backoff = Backoff(self.policy)
+        headers.update(conditions or {})
+        backoff = Backoff(policy or self.policy)
         while True:
             retry_after: float | None = None
             try:
@@ -251,6 +274,8 @@ def _interpret(
 ) -> Body:
     """Check a response to a ranged GET and say where its body starts."""
     status = response.status_code
+    if status == 304:
+        return Body(start, _info(response, None), response, url, not_modified=True)
     if status in _TRANSIENT_STATUSES:
         raise OriginError(url, f"HTTP {status}", transient=True)
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()

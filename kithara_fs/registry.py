@@ -168,6 +168,7 @@ class Registry:
         """A new handle; learns the size first if needed (an OriginError ends the open)."""
         with trio.move_on_after(self.settings.read_timeout):
             await node.source.ensure_info()
+        await node.source.revalidate(Deadline.after(self.settings.metadata_timeout))
         stream = Stream(node.source, self.scheduler)
         if node.source.length is None:
             raise OriginError(node.source.shown, "size not known within the read budget")

@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,10 +70,15 @@ def mount(
     mounts: list[Mount] = []
 
     def start(
-        streams: dict[str, str], *, cache_dir: Path | None = None, name: str = "mnt", **opts: object
+        streams: dict[str, Any],
+        *,
+        cache_dir: Path | None = None,
+        cache: dict[str, Any] | None = None,
+        name: str = "mnt",
+        **opts: object,
     ) -> Mount:
-        cache = cache_dir or tmp_path / "cache"
-        config = write_config(tmp_path / f"{name}.toml", streams, cache, **opts)
+        folder = cache_dir or tmp_path / "cache"
+        config = write_config(tmp_path / f"{name}.toml", streams, folder, cache, **opts)
         m = Mount(config, tmp_path / name, tmp_path / f"{name}.log")
         mounts.append(m)
         return m.start()

@@ -26,14 +26,32 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
-def write_config(path: Path, streams: dict[str, str], cache_dir: Path, **mount: Any) -> Path:
-    lines = [f'[cache]\ndir = "{cache_dir}"\n']
+def write_config(
+    path: Path,
+    streams: dict[str, str | dict[str, Any]],
+    cache_dir: Path,
+    cache: dict[str, Any] | None = None,
+    **mount: Any,
+) -> Path:
+    """A TOML config; a stream is a URL or a table such as ``{"url": ..., "pin": True}``."""
+    lines = [f'[cache]\ndir = "{cache_dir}"\n' + "".join(
+        f"{k} = {_toml(v)}\n" for k, v in (cache or {}).items())]  # fmt: skip
     if mount:
-        lines.append("[mount]\n" + "".join(f"{k} = {v!r}\n" for k, v in mount.items()))
-    for rel, url in streams.items():
-        lines.append(f'[[stream]]\npath = "{rel}"\nurl = "{url}"\n')
+        lines.append("[mount]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in mount.items()))
+    for rel, stream in streams.items():
+        table = {"url": stream} if isinstance(stream, str) else stream
+        lines.append(f'[[stream]]\npath = "{rel}"\n' + "".join(
+            f"{k} = {_toml(v)}\n" for k, v in table.items()))  # fmt: skip
     path.write_text("\n".join(lines))
     return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
 
 
 class Mount:

@@ -141,3 +141,21 @@ def test_redact_url() -> None:
         "https://h.example:8443/a/b.mp3?<redacted>"
     )
     assert redact_url("http://h/a.mp3") == "http://h/a.mp3"
+
+
+async def test_revalidate_same_version_changed_and_not_modified(server: Origin) -> None:
+    async with HttpClient(policy=FAST) as http:
+        info = await http.probe(server.url("/a.mp3"))
+        assert await http.revalidate(server.url("/a.mp3"), info) is None
+        assert server.requests_for("/a.mp3")[-1].range == "bytes=0-0"
+        server.replace("/a.mp3", DATA[::-1])
+        newer = await http.revalidate(server.url("/a.mp3"), info)
+        assert newer is not None and newer.etag != info.etag and newer.length == len(DATA)
+
+    def not_modified(request: httpx.Request) -> httpx.Response:
+        assert request.headers["If-None-Match"] == '"v1"'
+        return httpx.Response(304)
+
+    async with HttpClient(transport=httpx.MockTransport(not_modified)) as http:
+        known = ResourceInfo(length=10, etag='"v1"')
+        assert await http.revalidate("http://origin.test/a", known) is None

@@ -25,6 +25,10 @@ from ..net import Backoff, HttpClient, ResourceInfo, redact_url
 
 log = logging.getLogger(__name__)
 
+# An open asks the origin whether the cached version is still current at most this often:
+# players open a file several times in a row (probe, then play), and one conditional request
+# a minute per file is plenty to notice a republished episode.
+REVALIDATE_INTERVAL = 60.0
 # Persist the cache index after this many new bytes, so a crash loses at most this much
 # download work; 8 MiB keeps the fsync rate far below one per second on fast links.
 FLUSH_EVERY = 8 * 1024 * 1024
@@ -64,6 +68,7 @@ class ProgressiveSource:
         self.last_error: OriginError | None = None
         self._probe_claimed = False
         self._probe_lock = trio.Lock()
+        self._validated_at: float | None = None
 
     # -- metadata ----------------------------------------------------------------------------
 
@@ -102,8 +107,32 @@ class ProgressiveSource:
                 self.changed.notify()
             self.entry.set_meta(_meta(info))
             self.last_error = None
+            self._validated_at = trio.current_time()
         await self.entry.flush()
         return info
+
+    async def revalidate(self, deadline: Deadline) -> None:
+        """On open: check the cached version against the origin (at most once a minute).
+
+        A changed origin replaces the cached version: handles opened before get ESTALE, the
+        opener gets the new bytes. An unreachable origin means offline: the cache serves.
+        """
+        info = self.info
+        now = trio.current_time()
+        if info is None or (
+            self._validated_at is not None and now - self._validated_at < REVALIDATE_INTERVAL
+        ):
+            return
+        with trio.move_on_at(deadline.at):
+            try:
+                current = await self.http.revalidate(self.url, info)
+            except OriginError as exc:
+                log.info("%s: not revalidated (%s); serving the cached version", self.shown,
+                         exc.reason)  # fmt: skip
+                return
+            self._validated_at = now
+            if current is not None and current.length is not None:
+                self._replace_version(current)
 
     @property
     def probing(self) -> bool:
@@ -225,6 +254,13 @@ class ProgressiveSource:
             info = replace(info, accepts_ranges=False)
             self.entry.set_meta(_meta(info))
         return info
+
+    def _replace_version(self, info: ResourceInfo) -> None:
+        log.info("%s: changed on the origin; dropping the cached version", self.shown)
+        self.generation += 1
+        self.entry.reset()
+        self.entry.set_meta(_meta(info))
+        self.changed.notify()
 
     def _invalidate(self, generation: int, exc: RemoteChangedError) -> None:
         """Drop the old version once, however many downloads notice the change."""
