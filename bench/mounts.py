@@ -39,7 +39,9 @@ def dpkg_version(package: str) -> str:
     try:
         out = subprocess.run(
             ["dpkg-query", "-W", "-f=${Version}", package],
-            capture_output=True, text=True, timeout=20,
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
     except OSError:
         return "unknown"
@@ -57,8 +59,9 @@ class Mount:
     # Bytes the filesystem declares it fetches past a read on its own (for over-fetch).
     declared_readahead = 0
 
-    def __init__(self, workdir: Path, folder_url: str, files: dict[str, str],
-                 log_dir: Path) -> None:
+    def __init__(
+        self, workdir: Path, folder_url: str, files: dict[str, str], log_dir: Path
+    ) -> None:
         self.workdir = workdir / self.name
         self.mountpoint = self.workdir / "mnt"
         self.cache_dir = self.workdir / "cache"
@@ -85,7 +88,10 @@ class Mount:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log = log
         self.proc = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
             start_new_session=True,
         )
         deadline = time.monotonic() + MOUNT_TIMEOUT
@@ -124,8 +130,9 @@ class Mount:
         code: int | None = None
         try:
             if os.path.ismount(self.mountpoint):
-                subprocess.run(["fusermount3", "-u", str(self.mountpoint)],
-                               capture_output=True, timeout=30)
+                subprocess.run(
+                    ["fusermount3", "-u", str(self.mountpoint)], capture_output=True, timeout=30
+                )
             if self.proc is not None:
                 try:
                     code = self.proc.wait(20)
@@ -138,8 +145,9 @@ class Mount:
                         self.proc.wait(10)
         finally:
             if os.path.ismount(self.mountpoint):
-                subprocess.run(["fusermount3", "-uz", str(self.mountpoint)],
-                               capture_output=True, timeout=30)
+                subprocess.run(
+                    ["fusermount3", "-uz", str(self.mountpoint)], capture_output=True, timeout=30
+                )
             log = self._log
             self._log = None
             if log is not None:
@@ -160,8 +168,14 @@ class Mount:
 class KitharaMount(Mount):
     name = "kithara_fs"
 
-    def __init__(self, workdir: Path, folder_url: str, files: dict[str, str],
-                 log_dir: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        folder_url: str,
+        files: dict[str, str],
+        log_dir: Path,
+        byte_rate: int = 176_400,
+    ) -> None:
         super().__init__(workdir, folder_url, files, log_dir)
         self.config_path = self.workdir / "streams.toml"
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -169,12 +183,22 @@ class KitharaMount(Mount):
         for name, url in files.items():
             lines += ["[[stream]]", f'path = "{name}"', f'url = "{url}"', ""]
         self.config_path.write_text("\n".join(lines))
-        # The mount's defaults are the product under test; read the declared read-ahead back.
-        self.declared_readahead = load_config(self.config_path).readahead
+        # The mount's defaults are the product under test; read the declared read-ahead back
+        # from its own config parser (bytes, or seconds of audio at the file's byte rate).
+        settings = load_config(self.config_path)
+        if hasattr(settings, "readahead"):
+            self.declared_readahead = int(settings.readahead)
+        else:
+            self.declared_readahead = int(float(settings.readahead_seconds) * byte_rate)
 
     def command(self) -> list[str]:
-        return [str(KITHARA_FS), "mount", "--foreground", str(self.config_path),
-                str(self.mountpoint)]
+        return [
+            str(KITHARA_FS),
+            "mount",
+            "--foreground",
+            str(self.config_path),
+            str(self.mountpoint),
+        ]
 
     @staticmethod
     def version() -> str:
@@ -188,12 +212,19 @@ class HttpdirfsMount(Mount):
     declared_readahead = 0
 
     def command(self) -> list[str]:
-        return ["httpdirfs", "-f", "--cache", "--cache-location", str(self.cache_dir),
-                self.folder_url, str(self.mountpoint)]
+        return [
+            "httpdirfs",
+            "-f",
+            "--cache",
+            "--cache-location",
+            str(self.cache_dir),
+            self.folder_url,
+            str(self.mountpoint),
+        ]
 
     @staticmethod
     def version() -> str:
-        return f"{_version(['httpdirfs', '--version'])} (Debian {dpkg_version('httpdirfs')})"
+        return f"httpdirfs {dpkg_version('httpdirfs')} (Debian package)"
 
 
 class RcloneMount(Mount):
@@ -205,16 +236,30 @@ class RcloneMount(Mount):
 
     def command(self) -> list[str]:
         return [
-            "rclone", "mount", ":http:", str(self.mountpoint),
-            "--http-url", self.folder_url,
-            "--vfs-cache-mode", "full", "--cache-dir", str(self.cache_dir),
-            "--buffer-size", str(self.BUFFER_SIZE), "--vfs-read-ahead", "0",
-            "--read-only", "--config", "/dev/null", "--log-level", "NOTICE",
+            "rclone",
+            "mount",
+            ":http:",
+            str(self.mountpoint),
+            "--http-url",
+            self.folder_url,
+            "--vfs-cache-mode",
+            "full",
+            "--cache-dir",
+            str(self.cache_dir),
+            "--buffer-size",
+            str(self.BUFFER_SIZE),
+            "--vfs-read-ahead",
+            "0",
+            "--read-only",
+            "--config",
+            "/dev/null",
+            "--log-level",
+            "NOTICE",
         ]
 
     @staticmethod
     def version() -> str:
-        return f"{_version(['rclone', 'version'])} (Debian {dpkg_version('rclone')})"
+        return f"{_version(['rclone', 'version'])} (Debian package {dpkg_version('rclone')})"
 
 
 MOUNTS: list[type[Mount]] = [KitharaMount, HttpdirfsMount, RcloneMount]

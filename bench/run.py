@@ -40,8 +40,8 @@ from workloads import (
     over_fetch,
     percentile,
     playback,
-    random_offsets,
     random_reads,
+    seek_offsets,
     sequential_read,
 )
 
@@ -64,6 +64,12 @@ NET_SHAPE = Shape(delay=0.020, rate=500_000_000 // 8)
 STALL_THRESHOLD = 0.200
 PLAYER_BUFFER_SECS = 3.0
 SEEK_THINK = 0.2  # seconds between random reads: a player decodes a little, then seeks again
+# Random reads go backwards at least this far apart, so no read is served by what an earlier
+# one fetched: httpdirfs's 8 MiB segments are the largest unit any of the three fetches
+# behind-or-around a read (forward read-ahead never covers an earlier offset).
+SEEK_SPACING = 8 * 1024 * 1024 + 64 * 1024
+# Keep clear of the first and last MiB, which players (and kithara_fs) probe on open.
+SEEK_MARGIN = 1024 * 1024
 WARM_TARGET = 0.80
 
 
@@ -80,7 +86,7 @@ class Plan:
 
 
 FULL = Plan(duration=1190, ttfb_reps=5, cold_reps=2, warm_reps=3, seek_count=20, play_secs=60)
-QUICK = Plan(duration=240, ttfb_reps=3, cold_reps=1, warm_reps=2, seek_count=20, play_secs=20)
+QUICK = Plan(duration=600, ttfb_reps=3, cold_reps=1, warm_reps=2, seek_count=20, play_secs=20)
 
 
 class Interrupted(Exception):
@@ -115,8 +121,12 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     try:
-        fs_type = subprocess.run(["stat", "-f", "-c", "%T", str(BENCH)], capture_output=True,
-                                 text=True, timeout=10).stdout.strip()
+        fs_type = subprocess.run(
+            ["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", str(BENCH)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except OSError:
         fs_type = "unknown"
     return {
@@ -153,8 +163,12 @@ def local_baseline(wav: Path, plan: Plan) -> dict[str, Any]:
     dropped = drop_page_cache()
     cold = sequential_read(wav, size) if dropped else None
     warm = [sequential_read(wav, size) for _ in range(plan.warm_reps + 1)][1:]
-    return {"cold_bps": cold, "cold_dropped_caches": dropped, "warm_bps": warm,
-            "warm_bps_median": median(warm)}
+    return {
+        "cold_bps": cold,
+        "cold_dropped_caches": dropped,
+        "warm_bps": warm,
+        "warm_bps_median": median(warm),
+    }
 
 
 def names_for(plan: Plan) -> list[str]:
@@ -163,27 +177,35 @@ def names_for(plan: Plan) -> list[str]:
     return [*names, "seek.wav", "play.wav"]
 
 
-def measure_fs(mount: Mount, origin: ShapedOrigin, folder: str, wav: Path,
-               plan: Plan) -> dict[str, Any]:
+def measure_fs(
+    mount: Mount, origin: ShapedOrigin, folder: str, wav: Path, plan: Plan, offsets: list[int]
+) -> dict[str, Any]:
     """Every measurement on one mounted filesystem, in a fixed order."""
     size = wav.stat().st_size
     out: dict[str, Any] = {"name": mount.name, "declared_readahead": mount.declared_readahead}
 
     say(f"{mount.name}: time to first 64 KiB ×{plan.ttfb_reps}")
-    out["ttfb_s"] = [first_bytes_latency(mount.path(f"ttfb{i}.wav"))
-                     for i in range(1, plan.ttfb_reps + 1)]
+    out["ttfb_s"] = [
+        first_bytes_latency(mount.path(f"ttfb{i}.wav")) for i in range(1, plan.ttfb_reps + 1)
+    ]
 
-    say(f"{mount.name}: {plan.seek_count} random 64 KiB reads")
-    offsets = random_offsets(size, plan.seek_count)
+    say(f"{mount.name}: {len(offsets)} cold 64 KiB reads at random offsets")
     out["seek_offsets"] = offsets
     out["seek_s"] = random_reads(mount.path("seek.wav"), offsets, SEEK_THINK)
     # Let read-ahead that the reads started finish, so every byte they caused is counted.
     out["seek_origin_idle"] = origin.wait_idle(30)
     seek_log = origin.requests_for(f"/{folder}/seek.wav")
-    of = over_fetch(seek_log, [(o, READ_SIZE) for o in offsets], mount.declared_readahead,
-                    size)
-    out["seek_over_fetch"] = asdict(of) | {"ratio": of.ratio,
-                                           "ratio_excl_readahead": of.ratio_excl_readahead}
+    out["seek_requests"] = [asdict(r) for r in seek_log]
+    of = over_fetch(
+        seek_log,
+        [(o, READ_SIZE) for o in offsets],
+        mount.declared_readahead,
+        size,
+    )
+    out["seek_over_fetch"] = asdict(of) | {
+        "ratio": of.ratio,
+        "ratio_excl_readahead": of.ratio_excl_readahead,
+    }
 
     cold: list[float] = []
     seq_over: list[float] = []
@@ -198,8 +220,7 @@ def measure_fs(mount: Mount, origin: ShapedOrigin, folder: str, wav: Path,
 
     say(f"{mount.name}: warm sequential read ×{plan.warm_reps}")
     before = sum(r.body_bytes for r in origin.requests_for(f"/{folder}/seq1.wav"))
-    out["warm_bps"] = [sequential_read(mount.path("seq1.wav"), size)
-                       for _ in range(plan.warm_reps)]
+    out["warm_bps"] = [sequential_read(mount.path("seq1.wav"), size) for _ in range(plan.warm_reps)]
     after = sum(r.body_bytes for r in origin.requests_for(f"/{folder}/seq1.wav"))
     out["warm_origin_bytes"] = after - before
 
@@ -236,33 +257,85 @@ def summarise(results: dict[str, Any]) -> list[Row]:
 
     mb = 1e6
     rows = [
-        Row("time to first 64 KiB after open, cold (median)", "ms", "lower",
-            per(lambda r: median(r["ttfb_s"]) * 1000)),
-        Row("cold sequential throughput (median)", "MB/s", "higher",
+        Row(
+            "time to first 64 KiB after open, cold (median)",
+            "ms",
+            "lower",
+            per(lambda r: median(r["ttfb_s"]) * 1000),
+        ),
+        Row(
+            "cold sequential throughput (median)",
+            "MB/s",
+            "higher",
             per(lambda r: median(r["cold_bps"]) / mb)
             | {"local": (local["cold_bps"] or 0) / mb if local["cold_bps"] else None},
-            target="≥ best peer"),
-        Row("warm sequential throughput (median)", "MB/s", "higher",
+            target="≥ best peer",
+        ),
+        Row(
+            "warm sequential throughput (median)",
+            "MB/s",
+            "higher",
             per(lambda r: median(r["warm_bps"]) / mb) | {"local": local["warm_bps_median"] / mb},
-            target=f"≥ {WARM_TARGET:.0%} of local disk"),
-        Row("cold random 64 KiB read latency, median", "ms", "lower",
-            per(lambda r: median(r["seek_s"]) * 1000), target="≤ best peer"),
-        Row("cold random 64 KiB read latency, p90", "ms", "lower",
-            per(lambda r: percentile(r["seek_s"], 90) * 1000), target="≤ best peer"),
-        Row("playback: startup delay (open → first chunk)", "ms", "lower",
-            per(lambda r: r["playback"]["startup"] * 1000)),
-        Row("playback: stalls > 200 ms", "count", "lower",
-            per(lambda r: r["playback"]["stalls_over_200ms"]), target="0"),
-        Row("playback: total stalled time", "s", "lower",
-            per(lambda r: sum(r["playback"]["stalls"]))),
-        Row("over-fetch, random reads (all bytes)", "×", "lower",
-            per(lambda r: r["seek_over_fetch"]["ratio"])),
-        Row("over-fetch, random reads, excl. declared read-ahead", "×", "lower",
-            per(lambda r: r["seek_over_fetch"]["ratio_excl_readahead"]), target="≤ 1.25"),
-        Row("over-fetch, cold sequential read", "×", "lower",
-            per(lambda r: median(r["seq_over_fetch"]))),
-        Row("peak RSS of the filesystem process", "MiB", "lower",
-            per(lambda r: (r["peak_rss"] or 0) / 2**20 if r["peak_rss"] else None)),
+            target=f"≥ {WARM_TARGET:.0%} of local disk",
+        ),
+        Row(
+            "cold random 64 KiB read latency, median",
+            "ms",
+            "lower",
+            per(lambda r: median(r["seek_s"]) * 1000),
+            target="≤ best peer",
+        ),
+        Row(
+            "cold random 64 KiB read latency, p90",
+            "ms",
+            "lower",
+            per(lambda r: percentile(r["seek_s"], 90) * 1000),
+            target="≤ best peer",
+        ),
+        Row(
+            "playback: startup delay (open → first chunk)",
+            "ms",
+            "lower",
+            per(lambda r: r["playback"]["startup"] * 1000),
+        ),
+        Row(
+            "playback: stalls > 200 ms",
+            "count",
+            "lower",
+            per(lambda r: r["playback"]["stalls_over_200ms"]),
+            target="0",
+        ),
+        Row(
+            "playback: total stalled time",
+            "s",
+            "lower",
+            per(lambda r: sum(r["playback"]["stalls"])),
+        ),
+        Row(
+            "over-fetch, random reads (all bytes)",
+            "×",
+            "lower",
+            per(lambda r: r["seek_over_fetch"]["ratio"]),
+        ),
+        Row(
+            "over-fetch, random reads, excl. declared read-ahead",
+            "×",
+            "lower",
+            per(lambda r: r["seek_over_fetch"]["ratio_excl_readahead"]),
+            target="≤ 1.25",
+        ),
+        Row(
+            "over-fetch, cold sequential read",
+            "×",
+            "lower",
+            per(lambda r: median(r["seq_over_fetch"])),
+        ),
+        Row(
+            "peak RSS of the filesystem process",
+            "MiB",
+            "lower",
+            per(lambda r: (r["peak_rss"] or 0) / 2**20 if r["peak_rss"] else None),
+        ),
     ]
 
     def best_peer(row: Row) -> float | None:
@@ -316,8 +389,15 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
     kfs, peers = names[0], names[1:]
     m = results["machine"]
     cond = results["conditions"]
-    head = ["metric", "unit", *names, "local disk",
-            *(f"{kfs} ÷ {p}" for p in peers), "target (kithara_fs)", "met?"]
+    head = [
+        "metric",
+        "unit",
+        *names,
+        "local disk",
+        *(f"{kfs} ÷ {p}" for p in peers),
+        "target (kithara_fs)",
+        "met?",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row.metric, row.unit]
@@ -328,12 +408,17 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         cells.append("—" if row.met is None else ("**yes**" if row.met else "**MISSED**"))
         lines.append("| " + " | ".join(cells) + " |")
     missed = [r.metric for r in rows if r.met is False]
-    summary = ("All Done-when targets met." if not missed else
-               "Missed targets: " + "; ".join(missed) + ".")
+    summary = (
+        "All Done-when targets met." if not missed else "Missed targets: " + "; ".join(missed) + "."
+    )
     notes = [
         f"Run: {m['date']}, `{cond['command']}`"
-        + (" — **quick mode: smaller file and shorter playback; not a Done-when run**"
-           if cond["quick"] else "") + ".",
+        + (
+            " — **quick mode: smaller file and shorter playback; not a Done-when run**"
+            if cond["quick"]
+            else ""
+        )
+        + ".",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, kernel {m['kernel']}, "
         f"{m['os']}, Python {m['python']}; disk filesystem {m['disk_fs']}.",
         f"Versions: {m['kithara_fs']}; {m['httpdirfs']}; {m['rclone']}; fuse3 {m['fuse3']}.",
@@ -344,15 +429,28 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         f"{cond['play_secs']:.0f} s played, {PLAYER_BUFFER_SECS:.0f} s player buffer.",
         f"Medians of {cond['ttfb_reps']} (first 64 KiB), {cond['cold_reps']} (cold) and "
         f"{cond['warm_reps']} (warm) reads; {cond['seek_count']} random offsets. Local cold "
-        + ("after dropping the page cache." if results["local"]["cold_dropped_caches"]
-           else "not measured (could not drop the page cache; needs root)."),
+        + (
+            "after dropping the page cache."
+            if results["local"]["cold_dropped_caches"]
+            else "not measured (could not drop the page cache; needs root)."
+        ),
         "Ratios are kithara_fs ÷ peer (for latency, RSS and over-fetch lower is better; "
         "for throughput higher is better).",
+        "Declared read-ahead excluded from over-fetch: "
+        + ", ".join(
+            f"{n} {fs['declared_readahead'] / 1e6:.1f} MB"
+            for n, fs in results["filesystems"].items()
+        )
+        + " after each read (kithara_fs: its read-ahead in seconds × the WAV's byte rate; "
+        "rclone: --buffer-size; httpdirfs has none — its 8 MB segments count as over-fetch).",
     ]
     warnings = results.get("warnings", {})
     if any(warnings.values()):
-        notes.append("Log warnings: " + "; ".join(
-            f"{k}: {len(v)} line(s)" for k, v in warnings.items() if v) + " (see JSON).")
+        notes.append(
+            "Log warnings: "
+            + "; ".join(f"{k}: {len(v)} line(s)" for k, v in warnings.items() if v)
+            + " (see JSON)."
+        )
     if results.get("errors"):
         notes.append("Errors: " + "; ".join(f"{k}: {v}" for k, v in results["errors"].items()))
     return "\n".join([*lines, "", f"**{summary}**", "", *(f"- {n}" for n in notes)])
@@ -380,9 +478,11 @@ def run(args: argparse.Namespace) -> int:
         say("missing: " + ", ".join(missing) + " (run bench/setup.sh)")
         return 2
     say(f"preparing a {plan.duration} s WAV under bench/.media (generated once)")
-    wav = media.generate(BENCH / ".media" / f"{plan.duration}s", plan.duration,
-                         ["wav.wav"])["wav.wav"].resolve()
+    wav = media.generate(BENCH / ".media" / f"{plan.duration}s", plan.duration, ["wav.wav"])[
+        "wav.wav"
+    ].resolve()
     size = wav.stat().st_size
+    offsets = seek_offsets(size, plan.seek_count, SEEK_SPACING, SEEK_MARGIN)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = BENCH / "results"
     log_dir = out_dir / f"logs-{stamp}"
@@ -391,16 +491,25 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine(),
         "conditions": {
             "command": "bench/run.py" + (" --quick" if args.quick else ""),
-            "quick": args.quick, "file_mb": size / 1e6, "file_bytes": size,
+            "quick": args.quick,
+            "file_mb": size / 1e6,
+            "file_bytes": size,
             "duration_s": plan.duration,
-            "net_delay_ms": NET_SHAPE.delay * 1000, "net_mbit": (NET_SHAPE.rate or 0) * 8 / 1e6,
+            "net_delay_ms": NET_SHAPE.delay * 1000,
+            "net_mbit": (NET_SHAPE.rate or 0) * 8 / 1e6,
             "play_delay_ms": PLAY_SHAPE.delay * 1000,
-            "play_kbit": (PLAY_SHAPE.rate or 0) * 8 / 1000, "play_secs": plan.play_secs,
-            "ttfb_reps": plan.ttfb_reps, "cold_reps": plan.cold_reps,
-            "warm_reps": plan.warm_reps, "seek_count": plan.seek_count,
-            "workdir": str(workdir), "logs": str(log_dir),
+            "play_kbit": (PLAY_SHAPE.rate or 0) * 8 / 1000,
+            "play_secs": plan.play_secs,
+            "ttfb_reps": plan.ttfb_reps,
+            "cold_reps": plan.cold_reps,
+            "warm_reps": plan.warm_reps,
+            "seek_count": len(offsets),
+            "workdir": str(workdir),
+            "logs": str(log_dir),
         },
-        "filesystems": {}, "warnings": {}, "errors": {},
+        "filesystems": {},
+        "warnings": {},
+        "errors": {},
     }
     say("local disk baseline")
     results["local"] = local_baseline(wav, plan)
@@ -417,13 +526,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         origin.start()
         for cls in MOUNTS:
+            if args.only and cls.name not in args.only:
+                continue
             folder = folders[cls.name]
             urls = {n: origin.url(f"/{folder}/{n}") for n in names}
             mount = cls(workdir, origin.url(f"/{folder}/"), urls, log_dir)
             say(f"mounting {cls.name}")
             try:
                 mount.start()
-                results["filesystems"][cls.name] = measure_fs(mount, origin, folder, wav, plan)
+                results["filesystems"][cls.name] = measure_fs(
+                    mount, origin, folder, wav, plan, offsets
+                )
             except (OSError, RuntimeError) as exc:
                 say(f"{cls.name} failed: {exc}")
                 results["errors"][cls.name] = str(exc)
@@ -444,7 +557,10 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{stamp}{'-quick' if args.quick else ''}.json"
     json_path.write_text(json.dumps(results, indent=2, default=str))
-    write_readme(section)
+    if args.only:
+        say("--only: bench/README.md left as it was")
+    else:
+        write_readme(section)
     print(section)
     say(f"raw numbers: {json_path.relative_to(BENCH.parent)}; README updated")
     return 1 if results["errors"] else 0
@@ -452,10 +568,22 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller file, fewer repeats, 20 s playback (a smoke test)")
-    parser.add_argument("--workdir", default=None,
-                        help="where mount points and caches go (default: system temp dir)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller file, fewer repeats, 20 s playback (a smoke test)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[m.name for m in MOUNTS],
+        help="measure only this filesystem (repeatable; the README is not rewritten)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="where mount points and caches go (default: system temp dir)",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     start = time.monotonic()

@@ -80,15 +80,31 @@ def sequential_read(path: Path, expected_size: int) -> float:
     return total / elapsed
 
 
-def random_offsets(size: int, count: int = 20, seed: int = 20240611) -> list[int]:
-    """``count`` fixed pseudo-random 4 KiB-aligned offsets where a 64 KiB read fits."""
+def seek_offsets(
+    size: int, count: int, spacing: int, margin: int, seed: int = 20240611
+) -> list[int]:
+    """``count`` fixed pseudo-random 4 KiB-aligned offsets, at least ``spacing`` apart, in
+    descending order, none within ``margin`` of either end of the file.
+
+    Read in this order on one handle, every read is cold for all three filesystems: each
+    fetches forward from (or, httpdirfs, in aligned 8 MiB segments around) a read, so with
+    reads going backwards and ``spacing`` ≥ the largest segment, nothing an earlier read
+    fetched covers a later one. Fewer offsets are returned when the file is too small.
+    """
     rng = random.Random(seed)
-    last = (size - READ_SIZE) // (4 * KIB)
-    return [rng.randint(0, last) * 4 * KIB for _ in range(count)]
+    usable = size - 2 * margin - READ_SIZE
+    count = max(1, min(count, usable // spacing + 1))
+    slack = usable - (count - 1) * spacing
+    picks = sorted(rng.randint(0, slack) for _ in range(count))
+    offsets = [
+        (margin + pick + i * spacing) // (4 * KIB) * (4 * KIB) for i, pick in enumerate(picks)
+    ]
+    return offsets[::-1]
 
 
 def random_reads(path: Path, offsets: list[int], think: float) -> list[float]:
-    """Latency of a 64 KiB pread at each offset on one open handle, ``think`` s apart."""
+    """Latency of a 64 KiB pread at each offset on one open handle, ``think`` s apart
+    (a player decoding what it got before it seeks again)."""
     latencies: list[float] = []
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -118,8 +134,9 @@ class Playback:
         return sum(1 for s in self.stalls if s > threshold)
 
 
-def playback(path: Path, byte_rate: int, seconds: float, buffer_secs: float,
-             chunk: int = READ_SIZE) -> Playback:
+def playback(
+    path: Path, byte_rate: int, seconds: float, buffer_secs: float, chunk: int = READ_SIZE
+) -> Playback:
     """Play ``seconds`` of a constant-bitrate file in real time, like a player would.
 
     The player reads ``chunk`` bytes whenever its buffer holds less than ``buffer_secs`` of
@@ -227,9 +244,18 @@ class OverFetch:
     def ratio_excl_readahead(self) -> float:
         return (self.fetched - self.readahead) / self.needed
 
+    def __add__(self, other: OverFetch) -> OverFetch:
+        return OverFetch(
+            self.fetched + other.fetched,
+            self.readahead + other.readahead,
+            self.needed + other.needed,
+            self.requests + other.requests,
+        )
 
-def over_fetch(records: list[RequestRecord], reads: list[tuple[int, int]],
-               declared_readahead: int, size: int) -> OverFetch:
+
+def over_fetch(
+    records: list[RequestRecord], reads: list[tuple[int, int]], declared_readahead: int, size: int
+) -> OverFetch:
     """Origin bytes ÷ bytes read, with and without the declared read-ahead after each read.
 
     ``reads`` are the reader's (offset, length). A read's declared window is the

@@ -279,10 +279,21 @@ def run_mount(
         raise UsageError(str(exc)) from None
     try:
         trio.run(_serve, settings, mountpoint, store, on_ready, allow_other)
+    except BaseExceptionGroup as group:
+        # A nursery wraps what its body raised; a lone UsageError is still a one-line error.
+        usage, rest = group.split(UsageError)
+        if usage is None or rest is not None:
+            raise
+        raise _first(usage) from None
     finally:
         store.close()
     log.info("unmounted %s", mountpoint)
     return 0
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _serve(
@@ -293,28 +304,43 @@ async def _serve(
     allow_other: bool,
 ) -> None:
     async with HttpClient() as http:
-        async with trio.open_nursery() as nursery:
-            scheduler = Scheduler(nursery, settings.readahead)
-            registry = Registry(settings, http, store, scheduler, nursery)
-            options = set(pyfuse3.default_options)
-            options |= {"fsname=kithara-fs", "subtype=kithara", "ro"}
-            if allow_other:
-                options.add("allow_other")
-            try:
-                pyfuse3.init(KitharaOperations(registry), mountpoint, options)
-            except RuntimeError as exc:
-                raise UsageError(f"cannot mount at {mountpoint}: {exc}") from None
-            try:
-                registry.start_probes()
-                nursery.start_soon(_stop_on_signal, registry)
-                nursery.start_soon(_announce_ready, mountpoint, len(settings.streams), on_ready)
-                await pyfuse3.main()
-            finally:
-                registry.interrupt_all()
-                pyfuse3.close(unmount=True)
-                nursery.cancel_scope.cancel()
-        with trio.CancelScope(shield=True):
-            await store.flush_all()
+        try:
+            await _serve_in_nursery(settings, mountpoint, store, http, on_ready, allow_other)
+        finally:
+            # Whatever ended the mount, the index records what was downloaded.
+            with trio.CancelScope(shield=True):
+                await store.flush_all()
+
+
+async def _serve_in_nursery(
+    settings: Settings,
+    mountpoint: str,
+    store: CacheStore,
+    http: HttpClient,
+    on_ready: Callable[[], None] | None,
+    allow_other: bool,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        scheduler = Scheduler(nursery)
+        registry = Registry(settings, http, store, scheduler, nursery)
+        options = set(pyfuse3.default_options)
+        options |= {"fsname=kithara-fs", "subtype=kithara", "ro"}
+        if allow_other:
+            options.add("allow_other")
+        try:
+            pyfuse3.init(KitharaOperations(registry), mountpoint, options)
+        except RuntimeError as exc:
+            raise UsageError(f"cannot mount at {mountpoint}: {exc}") from None
+        try:
+            registry.start_probes()
+            nursery.start_soon(store.run_evictions)
+            nursery.start_soon(_stop_on_signal, registry)
+            nursery.start_soon(_announce_ready, mountpoint, len(settings.streams), on_ready)
+            await pyfuse3.main()
+        finally:
+            registry.interrupt_all()
+            pyfuse3.close(unmount=True)
+            nursery.cancel_scope.cancel()
 
 
 async def _stop_on_signal(registry: Registry) -> None:

@@ -253,7 +253,7 @@ class HttpClient:
                 error.__cause__ = exc
             else:
                 try:
-                    body = _interpret(response, shown, start, expected)
+                    body = _interpret(response, shown, start, expected, bool(conditions))
                 except OriginError as exc:
                     await response.aclose()
                     if not exc.transient:
@@ -270,11 +270,15 @@ class HttpClient:
 
 
 def _interpret(
-    response: httpx.Response, url: str, start: int, expected: ResourceInfo | None
+    response: httpx.Response,
+    url: str,
+    start: int,
+    expected: ResourceInfo | None,
+    conditional: bool = False,
 ) -> Body:
     """Check a response to a ranged GET and say where its body starts."""
     status = response.status_code
-    if status == 304:
+    if status == 304 and conditional:
         return Body(start, _info(response, None), response, url, not_modified=True)
     if status in _TRANSIENT_STATUSES:
         raise OriginError(url, f"HTTP {status}", transient=True)

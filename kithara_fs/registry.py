@@ -78,6 +78,9 @@ class Registry:
         self.root = DirNode(ROOT_INODE, "", None)
         self._nodes: dict[int, Node] = {ROOT_INODE: self.root}
         self._streams: set[Stream] = set()
+        # One source per URL: paths that share a URL share its bytes, its version and its
+        # downloads, so a version change is seen by every handle on it.
+        sources: dict[str, ProgressiveSource] = {}
         store.clear_pins()
         for stream in settings.streams:
             folder = self.root
@@ -92,7 +95,11 @@ class Registry:
             entry = store.entry(stream.url)
             if stream.pin:
                 entry.set_pinned(True)
-            source = ProgressiveSource(stream.url, http, entry)
+            source = sources.get(stream.url)
+            if source is None:
+                readahead = stream.readahead_seconds or settings.readahead_seconds
+                source = ProgressiveSource(stream.url, http, entry, readahead)
+                sources[stream.url] = source
             node = FileNode(self._next_inode(), stream.path[-1], folder, stream, source)
             folder.children[node.name] = node
             self._nodes[node.inode] = node
@@ -123,8 +130,10 @@ class Registry:
     def start_probes(self) -> None:
         """Learn, in the background, the size of every file the cache does not know yet,
         and download pinned files whole."""
+        pinned: set[ProgressiveSource] = set()
         for node in self.files():
-            if node.config.pin:
+            if node.config.pin and node.source not in pinned:
+                pinned.add(node.source)
                 self._nursery.start_soon(self._keep_complete, node)
             else:
                 self._probe(node)
@@ -136,7 +145,8 @@ class Registry:
         while True:
             try:
                 length = (await source.ensure_info()).length or 0
-            except OriginError:
+            except OriginError as exc:
+                log.warning("%s: pinned, but: %s", node.config.display_path, exc.reason)
                 await trio.sleep(PIN_RETRY_DELAY)
                 continue
             if source.entry.is_complete():
@@ -146,7 +156,7 @@ class Registry:
             cursor = self.scheduler.demand(reader, 0, length)
             while not cursor.done:
                 await source.changed.wait(Deadline.never())
-            if cursor.error is not None:
+            if reader.take_failure() is not None:
                 await trio.sleep(PIN_RETRY_DELAY)
 
     def _probe(self, node: FileNode) -> None:
@@ -158,7 +168,12 @@ class Registry:
         length = node.source.length
         if length is None:
             self._probe(node)
-            deadline = Deadline.after(self.settings.metadata_timeout)
+            # Counted from the probe's start, not from this call: a listing of many files,
+            # or repeated stats, wait at most one budget in all for an origin that stalls.
+            started = node.source.probe_started
+            if started is None:
+                started = trio.current_time()
+            deadline = Deadline(started + self.settings.metadata_timeout)
             length = await node.source.wait_length(deadline)
         return length or 0
 
@@ -169,9 +184,11 @@ class Registry:
         with trio.move_on_after(self.settings.read_timeout):
             await node.source.ensure_info()
         await node.source.revalidate(Deadline.after(self.settings.metadata_timeout))
-        stream = Stream(node.source, self.scheduler)
         if node.source.length is None:
             raise OriginError(node.source.shown, "size not known within the read budget")
+        stream = Stream(node.source, self.scheduler)
+        # Players read the head and the tail before they play: fetch both at once.
+        self.scheduler.prefetch(stream.reader, node.source.probe_ranges())
         node.open_handles += 1
         node.source.entry.readers += 1
         node.source.entry.touch()
@@ -189,7 +206,10 @@ class Registry:
 
         async def watch() -> None:
             await stream.wait_readable()
-            notify()
+            try:
+                notify()
+            except OSError as exc:  # the poller went away; nothing to wake
+                log.debug("poll notification not delivered: %s", exc)
 
         self._nursery.start_soon(watch)
 

@@ -38,6 +38,7 @@ class Cursor:
         source: what it downloads.
         pos: the next byte it will store.
         target: it stops once ``pos`` reaches this.
+        generation: the source version it downloads; never joined once that is outdated.
         owners: the readers that rely on it; it is cancelled when none is left.
         error: why it failed, once it has.
         done: it has finished, failed or been cancelled.
@@ -46,6 +47,7 @@ class Cursor:
     source: ProgressiveSource
     pos: int
     target: int
+    generation: int
     owners: set[Reader] = field(default_factory=set)
     error: KitharaError | None = None
     done: bool = False
@@ -62,6 +64,12 @@ class Reader:
 
     source: ProgressiveSource
     cursors: list[Cursor] = field(default_factory=list)
+    # The latest download failure of one of its cursors, for the next read that needs bytes.
+    failure: KitharaError | None = None
+
+    def take_failure(self) -> KitharaError | None:
+        failure, self.failure = self.failure, None
+        return failure
 
     def running(self) -> list[Cursor]:
         self.cursors = [c for c in self.cursors if not c.done]
@@ -71,15 +79,14 @@ class Reader:
 class Scheduler:
     """Starts, joins, retargets and cancels downloads for all readers of a mount."""
 
-    def __init__(self, nursery: trio.Nursery, readahead: int) -> None:
+    def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        self.readahead = readahead
         self._cursors: dict[ProgressiveSource, list[Cursor]] = {}
 
     def demand(self, reader: Reader, offset: int, end: int) -> Cursor:
         """Make sure some download is heading for the missing bytes of ``[offset, end)``."""
         need = reader.source.first_missing(offset)
-        target = end + self.readahead
+        target = end + reader.source.readahead_bytes()
         cursor = self._joinable(reader.source, need) or self._start(reader.source, need, target)
         cursor.target = max(cursor.target, target)
         self._attach(reader, cursor)
@@ -91,7 +98,8 @@ class Scheduler:
         length = source.length
         if length is None:
             return
-        window_end = min(length, position + self.readahead)
+        window = source.readahead_bytes()
+        window_end = min(length, position + window)
         gap = source.first_missing(position)
         if gap >= window_end:
             return
@@ -101,11 +109,20 @@ class Scheduler:
                 return
         # Hysteresis: start a new request only once half the window has drained, so a
         # reader that keeps pace with the download does not cause a request per read.
-        if gap - position > self.readahead // 2:
+        if gap - position > window // 2:
             return
         cursor = self._joinable(source, gap) or self._start(source, gap, window_end)
         cursor.target = max(cursor.target, window_end)
         self._attach(reader, cursor)
+
+    def prefetch(self, reader: Reader, spans: list[tuple[int, int]]) -> None:
+        """Fetch these spans now, on the reader's behalf, without moving its window."""
+        for start, end in spans:
+            need = reader.source.first_missing(start)
+            if need >= end:
+                continue
+            cursor = self._joinable(reader.source, need) or self._start(reader.source, need, end)
+            self._attach(reader, cursor)
 
     def release(self, reader: Reader) -> None:
         """The reader seeked away or closed: its downloads stop unless others need them."""
@@ -123,7 +140,7 @@ class Scheduler:
 
     def _joinable(self, source: ProgressiveSource, need: int) -> Cursor | None:
         for cursor in self._cursors.get(source, ()):
-            if cursor.done:
+            if cursor.done or cursor.generation != source.generation:
                 continue
             # Without Range support every download streams from byte 0: share the one running.
             if not source.accepts_ranges or cursor.pos <= need <= cursor.pos + JOIN_DISTANCE:
@@ -136,10 +153,16 @@ class Scheduler:
             cursor.owners.add(reader)
 
     def _start(self, source: ProgressiveSource, start: int, target: int) -> Cursor:
-        cursor = Cursor(source=source, pos=start, target=target)
+        cursor = Cursor(source=source, pos=start, target=target, generation=source.generation)
         self._cursors.setdefault(source, []).append(cursor)
         self._nursery.start_soon(self._run, cursor)
         return cursor
+
+    @staticmethod
+    def _failed(cursor: Cursor, exc: KitharaError) -> None:
+        cursor.error = exc
+        for reader in cursor.owners:
+            reader.failure = exc
 
     async def _run(self, cursor: Cursor) -> None:
         source = cursor.source
@@ -148,8 +171,12 @@ class Scheduler:
             with cursor.scope:
                 await source.download(cursor)
         except KitharaError as exc:
-            cursor.error = exc
+            self._failed(cursor, exc)
             log.warning("%s: download failed at byte %d: %s", source.shown, cursor.pos, exc)
+        except Exception as exc:
+            # A bug must not take the whole mount down: readers get EIO, the log the trace.
+            self._failed(cursor, KitharaError(f"internal error: {exc!r}"))
+            log.exception("%s: internal error in a download", source.shown)
         finally:
             cursor.done = True
             running = self._cursors.get(source, [])

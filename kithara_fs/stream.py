@@ -20,9 +20,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .bitrate import TAIL_BYTES
 from .budget import Deadline
 from .errors import OriginError, RemoteChangedError, SeekPastEndError
-from .scheduler import Cursor, Reader, Scheduler
+from .scheduler import Reader, Scheduler
 from .sources import ProgressiveSource
 
 # What poll() promises is readable: one FUSE read request (the kernel's default max_read), so
@@ -71,6 +72,7 @@ class Timeline:
         position: the offset just past the handle's latest read, None before the first.
         resume_at: where the reader will read next: past its last answered read, or at
             the start of the read that found no bytes (what poll() watches).
+        superseded: offsets of reads answered SEEK_PENDING; their retry is not a new seek.
     """
 
     def __init__(self) -> None:
@@ -78,10 +80,23 @@ class Timeline:
         self.flushing = False
         self.position: int | None = None
         self.resume_at = 0
+        self.superseded: set[int] = set()
 
-    def observe(self, offset: int, end: int) -> bool:
-        """Record a read of ``[offset, end)``; return True if it is a seek (epoch bumped)."""
+    def observe(self, offset: int, end: int, length: int) -> bool:
+        """Record a read of ``[offset, end)``; return True if it is a seek (epoch bumped).
+
+        Reads of the tail are the probes players make before playing (ID3v1 and APE tags,
+        an MP4 index at the end, the last Ogg page): they neither seek nor move the position.
+        """
+        if offset >= length - TAIL_BYTES:
+            return False
         previous, self.position = self.position, end
+        if offset in self.superseded:
+            # The retry of a read a seek interrupted (EINTR is retried at once by ffmpeg and
+            # CPython): superseding in turn the read that interrupted it would livelock two
+            # threads reading one handle at distant offsets.
+            self.superseded.discard(offset)
+            return False
         if previous is None:
             return False
         if previous - BACKWARD_TOLERANCE <= offset <= previous + FORWARD_TOLERANCE:
@@ -124,15 +139,19 @@ class Stream:
         if offset == length or size <= 0:
             return Eof(offset)
         end = min(offset + size, length)
-        if self.timeline.observe(offset, end):
+        if self.timeline.observe(offset, end, length):
             # Wake this handle's older reads so they return SEEK_PENDING, and stop the
             # download that was serving the old position.
             self.scheduler.release(self.reader)
             source.changed.notify()
         epoch = self.timeline.epoch
-        tried: list[Cursor] = []
         while True:
-            if self.timeline.flushing or self.timeline.epoch != epoch:
+            if self.timeline.flushing:
+                return Pending(PendingReason.SEEK_PENDING)
+            if self.timeline.epoch != epoch:
+                if len(self.timeline.superseded) >= 16:  # abandoned retries; keep it small
+                    self.timeline.superseded.clear()
+                self.timeline.superseded.add(offset)
                 return Pending(PendingReason.SEEK_PENDING)
             self._check_version()
             data = source.read_cached(offset, end - offset)
@@ -140,12 +159,10 @@ class Stream:
                 self.timeline.resume_at = end
                 self.scheduler.read_ahead(self.reader, end)
                 return Bytes(data)
-            for cursor in tried:
-                if cursor.done and cursor.error is not None:
-                    raise cursor.error
-            cursor = self.scheduler.demand(self.reader, offset, end)
-            if cursor not in tried:
-                tried.append(cursor)
+            failure = self.reader.take_failure()
+            if failure is not None:
+                raise failure
+            self.scheduler.demand(self.reader, offset, end)
             if deadline.expired:
                 self.timeline.resume_at = offset
                 return Pending(PendingReason.NOT_READY)
@@ -162,7 +179,7 @@ class Stream:
         position = self.timeline.resume_at
         if position >= length:
             return True
-        if any(c.done and c.error is not None for c in self.reader.cursors):
+        if self.reader.failure is not None:
             return True
         return self.source.entry.ranges.covers(position, min(length, position + POLL_READY_BYTES))
 

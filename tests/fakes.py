@@ -15,9 +15,14 @@ import trio
 
 
 class FakeOrigin:
-    def __init__(self, data: bytes, etag: str = '"v1"') -> None:
+    def __init__(self, data: bytes, etag: str = '"v1"', latency: float = 0.0) -> None:
         self.data = data
         self.etag = etag
+        # Seconds before each answer: makes trio interleave tasks mid-request, as a real
+        # network does (without it, MockTransport answers without ever yielding).
+        self.latency = latency
+        self.statuses: list[int] = []  # answered instead of the content, one per request
+        self.short_body = False  # 206 headers with an empty body, as a broken proxy sends
         self.requests: list[str | None] = []
         self.stalled = False
         self.released = trio.Event()
@@ -36,12 +41,17 @@ class FakeOrigin:
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         header = request.headers.get("Range")
         self.requests.append(header)
+        if self.latency:
+            await trio.sleep(self.latency)
         if self.stalled:
             await self.released.wait()
+        if self.statuses:
+            return httpx.Response(self.statuses.pop(0), content=_body(b"unavailable"))
         headers = {"ETag": self.etag, "Accept-Ranges": "bytes"}
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", header or "")
         if_range = request.headers.get("If-Range")
         if match is None or (if_range is not None and if_range != self.etag):
+            headers["Content-Length"] = str(len(self.data))
             return httpx.Response(200, headers=headers, content=_body(self.data))
         total = len(self.data)
         start = int(match.group(1))
@@ -49,6 +59,8 @@ class FakeOrigin:
         if start >= total:
             return httpx.Response(416, headers={"Content-Range": f"bytes */{total}"})
         headers["Content-Range"] = f"bytes {start}-{end}/{total}"
+        if self.short_body:
+            return httpx.Response(206, headers=headers, content=_body(b""))
         return httpx.Response(206, headers=headers, content=_body(self.data[start : end + 1]))
 
 

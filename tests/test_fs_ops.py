@@ -36,7 +36,7 @@ async def ops(tmp_path: Path) -> AsyncIterator[tuple[KitharaOperations, FakeOrig
     })  # fmt: skip
     async with HttpClient(transport=origin.transport()) as http, trio.open_nursery() as nursery:
         registry = Registry(
-            settings, http, CacheStore(tmp_path), Scheduler(nursery, 65536), nursery
+            settings, http, CacheStore(tmp_path), Scheduler(nursery), nursery
         )
         yield KitharaOperations(registry), origin
         nursery.cancel_scope.cancel()
@@ -134,3 +134,50 @@ async def test_xattrs(ops: tuple[KitharaOperations, FakeOrigin]) -> None:
     with pytest.raises(pyfuse3.FUSEError) as info:
         await fs.getxattr(inode, b"user.other", None)
     assert info.value.errno == pyfuse3.ENOATTR
+
+
+async def test_paths_sharing_a_url_share_one_version(tmp_path: Path) -> None:
+    big = random.Random(5).randbytes(12_000_000)
+    origin = FakeOrigin(big)
+    settings = parse_config({
+        "cache": {"dir": str(tmp_path)},
+        "stream": [{"path": "a.mp3", "url": "http://origin.test/x"},
+                   {"path": "b.mp3", "url": "http://origin.test/x"}],
+    })  # fmt: skip
+    async with HttpClient(transport=origin.transport()) as http, trio.open_nursery() as nursery:
+        registry = Registry(settings, http, CacheStore(tmp_path), Scheduler(nursery), nursery)
+        fs = KitharaOperations(registry)
+        a = await fs.open((await lookup_path(fs, "a.mp3")).st_ino, os.O_RDONLY, None)
+        b = await fs.open((await lookup_path(fs, "b.mp3")).st_ino, os.O_RDONLY, None)
+        assert await fs.read(b.fh, 0, 100) == big[:100]
+        origin.data, origin.etag = big[::-1], '"v2"'
+        # The change, noticed through a (beyond the read-ahead), must fail b's handle too.
+        with pytest.raises(pyfuse3.FUSEError) as info:
+            await fs.read(a.fh, 10_000_000, 100)
+        assert info.value.errno == errno.ESTALE
+        with pytest.raises(pyfuse3.FUSEError) as info:
+            await fs.read(b.fh, 0, 100)
+        assert info.value.errno == errno.ESTALE
+        nursery.cancel_scope.cancel()
+
+
+async def test_listing_waits_one_metadata_budget_in_all(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    origin = FakeOrigin(DATA)
+    origin.stall()
+    settings = parse_config({
+        "cache": {"dir": str(tmp_path)},
+        "mount": {"metadata_timeout": 5},
+        "stream": [{"path": f"{i}.mp3", "url": f"http://origin.test/{i}"} for i in range(10)],
+    })  # fmt: skip
+    async with HttpClient(transport=origin.transport()) as http, trio.open_nursery() as nursery:
+        registry = Registry(settings, http, CacheStore(tmp_path), Scheduler(nursery), nursery)
+        registry.start_probes()
+        fs = KitharaOperations(registry)
+        start = trio.current_time()
+        sizes = [(await lookup_path(fs, f"{i}.mp3")).st_size for i in range(10)]
+        assert sizes == [0] * 10
+        assert trio.current_time() - start == pytest.approx(5)  # not 10 x 5 s
+        origin.release()
+        nursery.cancel_scope.cancel()

@@ -18,6 +18,10 @@ from .test_mount_playback import decode_md5
 pytestmark = needs_fuse
 
 
+def range_start(header: str | None) -> int:
+    return int(str(header).split("=")[1].split("-")[0])
+
+
 def read_all(path: Path) -> bytes:
     done = subprocess.run(["cat", str(path)], capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -32,14 +36,16 @@ def test_connection_dropped_mid_body_resumes(
     expected = media_files["flac.flac"].read_bytes()
     assert m.path("x.flac").stat().st_size == len(expected)
     faults = origin.faults("/flac.flac")
-    faults.drop_after, faults.drop_count = 300_000, 3
+    faults.drop_after, faults.drop_count = 100_000, 3
     assert sha256(read_all(m.path("x.flac"))) == sha256(expected)
-    gets = [r for r in origin.requests_for("/flac.flac") if r.method == "GET"]
-    dropped = [r for r in gets if r.body_bytes == 300_000 and r.status == 206]
-    assert len(dropped) == 3, gets
+    gets = [r for r in origin.requests_for("/flac.flac") if r.method == "GET" and r.range]
+    # Responses shorter than 100 000 bytes use up a drop without being cut.
+    dropped = [r for r in gets if r.body_bytes == 100_000 and r.status == 206]
+    assert len(dropped) >= 2, gets
     # Each retry resumed where the dropped body ended instead of starting over.
-    starts = [int(r.range.split("=")[1].split("-")[0]) for r in gets if r.range]
-    assert 300_000 in starts and 600_000 in starts, starts
+    starts = {range_start(r.range) for r in gets}
+    for r in dropped:
+        assert range_start(r.range) + 100_000 in starts, (r, sorted(starts))
 
 
 def test_503_twice_then_success(
@@ -92,7 +98,7 @@ def test_origin_ignoring_range_decodes_moov_at_end(
 def test_remote_change_between_reads_is_estale_never_mixed(
     origin: Origin, mount: MountFactory, media_files: dict[str, Path], tmp_path: Path
 ) -> None:
-    m = mount({"x.flac": origin.url("/flac.flac")}, readahead=65536)
+    m = mount({"x.flac": origin.url("/flac.flac")}, readahead_seconds=0.1)
     m.expect_log(r"remote changed")
     old = media_files["flac.flac"].read_bytes()
     new = bytes(b ^ 0x5A for b in old)  # same length: only the validator tells them apart

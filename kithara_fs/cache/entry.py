@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +57,9 @@ class CacheEntry:
         self._on_saved = on_saved
         self._fd: int | None = None
         self._dirty = False
+        # Set when an emptied row could not be saved: the old row may still vouch for these
+        # offsets, so nothing new may be written here until the next mount.
+        self._disabled = False
         # Bumped whenever cached bytes are forgotten; a row snapshot taken under an older
         # generation must never be written, or it would vouch for bytes that are gone.
         self._generation = 0
@@ -95,9 +99,10 @@ class CacheEntry:
     def write(self, offset: int, data: bytes) -> bool:
         """Store bytes at their offset; the range counts as present only once written.
 
-        Returns False when the write failed (disk full, say): the caller keeps the bytes
-        out of the cache but may still hand them to the reader that is waiting for them.
+        Returns False when the write failed (disk full, say, or the index is failing).
         """
+        if self._disabled:
+            return False
         try:
             written = os.pwrite(self._data_fd(), data, offset)
         except OSError as exc:
@@ -186,22 +191,26 @@ class CacheEntry:
         self.ranges = RangeSet()
         self._generation += 1
         # The row must stop vouching for these offsets before new bytes land there.
-        self._save(self.meta, self.ranges)
+        if not self._save(self.meta, self.ranges):
+            log.warning("cache entry %s disabled until remount", self.data_path.name)
+            self._disabled = True
+            return
         if self._fd is not None:
             # Truncating releases the old version's blocks without a new file name.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
 
-    def _save(self, meta: EntryMeta | None, ranges: RangeSet | None) -> None:
+    def _save(self, meta: EntryMeta | None, ranges: RangeSet | None) -> bool:
         """Write the row; ``ranges=None`` keeps the ranges on disk (newer ones are unsynced)."""
-        if ranges is None:
-            row = self._index.get(self.url)
-            ranges = row.ranges if row is not None else RangeSet()
         try:
+            if ranges is None:
+                row = self._index.get(self.url)
+                ranges = row.ranges if row is not None else RangeSet()
             self._index.save(self.url, self.key, meta, ranges, pinned=self.pinned)
-        except Exception as exc:  # sqlite3.Error and OSError: the cache is best effort
+        except (sqlite3.Error, OSError) as exc:  # the cache is best effort
             self._dirty = True
             log.warning("cache index row for %s not saved: %s", self.data_path.name, exc)
-            return
+            return False
         if self._on_saved is not None:
             self._on_saved()
+        return True

@@ -3,8 +3,9 @@
 Owns the record of every cached resource: URL, data-file key, version (length, ETag,
 Last-Modified), the byte ranges present, their total, when it was last used and whether it
 is pinned. One row per URL; each save is one transaction, so the index on disk is always a
-whole, consistent state. WAL mode keeps saves cheap: a commit does not wait for fsync, and a
-crash can only lose the newest saves, never half of one.
+whole, consistent state. Commits are durable (WAL with ``synchronous=FULL``): a row emptied
+before a new version's bytes are written must stay empty after a power loss, or the old row
+would vouch for the new bytes.
 
 It must never touch data files, and never be written ahead of the bytes it describes (the
 cache entry fsyncs its data file before it calls :meth:`CacheIndex.save`).
@@ -80,7 +81,7 @@ class CacheIndex:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             raise sqlite3.DatabaseError(f"index schema {version} is not {SCHEMA_VERSION}")

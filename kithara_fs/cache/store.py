@@ -5,6 +5,8 @@ the key being the SHA-256 of the URL; the layout version is part of the path, so
 layout never misreads this one), the exclusive lock that keeps a second mount off the same
 directory, and the size bound: when the cached bytes exceed ``max_size``, whole resources
 are evicted, least recently used first, skipping pinned ones and any that a handle has open.
+Eviction runs in its own task (:meth:`CacheStore.run_evictions`), woken whenever an entry
+saves its row, so a failure there never surfaces inside a read or a download.
 
 It must never fetch anything, and never evict bytes from under an open reader.
 """
@@ -18,6 +20,8 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
+
+import trio
 
 from ..errors import CacheError
 from .entry import CacheEntry
@@ -49,13 +53,14 @@ class CacheStore:
             raise
         self._entries: dict[str, CacheEntry] = {}
         self._evicting = False
+        self._grew = trio.Event()
 
     def entry(self, url: str) -> CacheEntry:
         """The entry for ``url``, loaded from the index on first use."""
         found = self._entries.get(url)
         if found is None:
             key = _key(url)
-            found = CacheEntry(url, key, self._data_path(key), self.index, self.evict_if_needed)
+            found = CacheEntry(url, key, self._data_path(key), self.index, self._note_saved)
             found.load()
             self._entries[url] = found
         return found
@@ -68,6 +73,21 @@ class CacheStore:
 
     def total_cached(self) -> int:
         return self.index.total_cached()
+
+    def _note_saved(self) -> None:
+        self._grew.set()
+
+    async def run_evictions(self) -> None:
+        """Keep the cache under ``max_size`` for as long as the mount runs."""
+        while True:
+            await self._grew.wait()
+            self._grew = trio.Event()
+            try:
+                self.evict_if_needed()
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("cache: eviction failed: %s", exc)
+            # Saves come in bursts while downloads run; one pass a second is plenty.
+            await trio.sleep(1.0)
 
     def evict_if_needed(self) -> int:
         """Evict least-recently-used resources until under ``max_size``; returns bytes freed."""

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import trio
 
+from ..bitrate import HEAD_BYTES, TAIL_BYTES, bytes_per_second
 from ..budget import ChangeSignal, Deadline
 from ..cache import CacheEntry, EntryMeta
 from ..errors import CacheError, OriginError, RemoteChangedError
@@ -29,6 +30,21 @@ log = logging.getLogger(__name__)
 # players open a file several times in a row (probe, then play), and one conditional request
 # a minute per file is plenty to notice a republished episode.
 REVALIDATE_INTERVAL = 60.0
+# Read-ahead for a file whose headers give no byte rate assumes CD audio (1411 kbit/s), the
+# highest rate common in the wild, so an unknown format still gets its full seconds ahead.
+FALLBACK_BYTE_RATE = 176_400
+# Read-ahead is never smaller than one kernel read request plus a little, nor so large that
+# one stream could fill the cache: 64 KiB .. 256 MiB.
+MIN_WINDOW = 64 * 1024
+MAX_WINDOW = 256 * 1024 * 1024
+# Each download starts with a small request so the first bytes come at once, then doubles
+# its request size up to 16 MiB (mountpoint-s3 grows its window alike): few requests on a
+# long sequential read, little waste when a seek abandons one.
+FIRST_REQUEST = 256 * 1024
+MAX_REQUEST = 16 * 1024 * 1024
+# After a failed size probe, getattr answers "size 0" at once for this long instead of
+# probing (and making `ls` wait) again: an origin that is down stays down for a while.
+PROBE_RETRY_AFTER = 30.0
 # Persist the cache index after this many new bytes, so a crash loses at most this much
 # download work; 8 MiB keeps the fsync rate far below one per second on fast links.
 FLUSH_EVERY = 8 * 1024 * 1024
@@ -58,8 +74,12 @@ class ProgressiveSource:
         last_error: the most recent failure, for status displays.
     """
 
-    def __init__(self, url: str, http: HttpClient, entry: CacheEntry) -> None:
+    def __init__(
+        self, url: str, http: HttpClient, entry: CacheEntry, readahead_seconds: float = 30.0
+    ) -> None:
         self.url = url
+        self.readahead_seconds = readahead_seconds
+        self._byte_rate: float | None = None
         self.shown = redact_url(url)
         self.entry = entry
         self.http = http
@@ -69,6 +89,9 @@ class ProgressiveSource:
         self._probe_claimed = False
         self._probe_lock = trio.Lock()
         self._validated_at: float | None = None
+        # When the current or latest background size probe started (trio clock), if ever.
+        self.probe_started: float | None = None
+        self._probe_failed_at: float | None = None
 
     # -- metadata ----------------------------------------------------------------------------
 
@@ -117,22 +140,26 @@ class ProgressiveSource:
         A changed origin replaces the cached version: handles opened before get ESTALE, the
         opener gets the new bytes. An unreachable origin means offline: the cache serves.
         """
-        info = self.info
-        now = trio.current_time()
-        if info is None or (
-            self._validated_at is not None and now - self._validated_at < REVALIDATE_INTERVAL
-        ):
-            return
         with trio.move_on_at(deadline.at):
-            try:
-                current = await self.http.revalidate(self.url, info)
-            except OriginError as exc:
-                log.info("%s: not revalidated (%s); serving the cached version", self.shown,
-                         exc.reason)  # fmt: skip
-                return
-            self._validated_at = now
-            if current is not None and current.length is not None:
-                self._replace_version(current)
+            # One check at a time: overlapping opens share its answer instead of replacing
+            # the version twice (which would fail the first opener's new handle).
+            async with self._probe_lock:
+                info = self.info
+                now = trio.current_time()
+                if info is None or (
+                    self._validated_at is not None
+                    and now - self._validated_at < REVALIDATE_INTERVAL
+                ):
+                    return
+                try:
+                    current = await self.http.revalidate(self.url, info)
+                except OriginError as exc:
+                    log.info("%s: not revalidated (%s); serving the cached version",
+                             self.shown, exc.reason)  # fmt: skip
+                    return
+                self._validated_at = now
+                if current is not None and current.length is not None and self.info == info:
+                    self._replace_version(current)
 
     @property
     def probing(self) -> bool:
@@ -143,7 +170,11 @@ class ProgressiveSource:
         """Reserve the one background probe; False if the size is known or a probe is on."""
         if self.length is not None or self.probing:
             return False
+        failed = self._probe_failed_at
+        if failed is not None and trio.current_time() - failed < PROBE_RETRY_AFTER:
+            return False
         self._probe_claimed = True
+        self.probe_started = trio.current_time()
         return True
 
     async def probe_in_background(self) -> None:
@@ -151,6 +182,7 @@ class ProgressiveSource:
         try:
             await self.ensure_info()
         except OriginError as exc:
+            self._probe_failed_at = trio.current_time()
             log.warning("%s: size unknown: %s", self.shown, exc.reason)
         finally:
             self._probe_claimed = False
@@ -170,6 +202,33 @@ class ProgressiveSource:
 
     def first_missing(self, offset: int) -> int:
         return self.entry.ranges.first_missing(offset)
+
+    def byte_rate(self) -> float | None:
+        """Bytes per second of audio, from the container headers once they are cached."""
+        length = self.length
+        if self._byte_rate is None and length:
+            head = self.entry.read(0, min(length, HEAD_BYTES))
+            tail_start = max(0, length - TAIL_BYTES)
+            tail = self.entry.read(tail_start, length - tail_start) or b""
+            if head is not None:
+                self._byte_rate = bytes_per_second(head, tail, length)
+                if self._byte_rate is None and not tail:
+                    return None  # MP4 and Ogg may need the tail: ask again once it is here
+                log.debug("%s: %.0f bytes per second of audio", self.shown, self._byte_rate or 0)
+                self._byte_rate = self._byte_rate or FALLBACK_BYTE_RATE
+        return self._byte_rate
+
+    def readahead_bytes(self) -> int:
+        """The read-ahead window: ``readahead_seconds`` of audio, in bytes."""
+        rate = self.byte_rate() or FALLBACK_BYTE_RATE
+        return int(min(MAX_WINDOW, max(MIN_WINDOW, rate * self.readahead_seconds)))
+
+    def probe_ranges(self) -> list[tuple[int, int]]:
+        """What players read before they play: the head and the tail of the file."""
+        length = self.length or 0
+        head = (0, min(length, HEAD_BYTES))
+        tail = (max(head[1], length - TAIL_BYTES), length)
+        return [span for span in (head, tail) if span[0] < span[1]]
 
     @property
     def accepts_ranges(self) -> bool:
@@ -193,6 +252,7 @@ class ProgressiveSource:
         generation = self.generation
         backoff = Backoff(self.http.policy)
         unflushed = 0
+        request_size = FIRST_REQUEST
         while True:
             if generation != self.generation:
                 return
@@ -202,7 +262,11 @@ class ProgressiveSource:
                 return
             cursor.pos = start
             following = self.entry.ranges.next_present(start)
-            last = (length if following is None else following) - 1
+            stop = length if following is None else following
+            if info.accepts_ranges:
+                stop = min(stop, start + request_size)
+                request_size = min(MAX_REQUEST, request_size * 2)
+            last = stop - 1
             dropped: OriginError | None = None
             try:
                 # Opening retries transient failures itself; only a body that breaks off
@@ -229,6 +293,14 @@ class ProgressiveSource:
                             # here; without Range support, spool on to the end instead.
                             if offset > last or (info.accepts_ranges and offset >= cursor.target):
                                 break
+                        else:
+                            if offset <= last:
+                                # The body ended cleanly but short: as good as a drop, and
+                                # retried with backoff rather than re-requested in a hot loop.
+                                raise OriginError(
+                                    self.shown, f"body ended at byte {offset}, before {last + 1}",
+                                    transient=True,
+                                )
                     except OriginError as exc:
                         if not exc.transient:
                             raise
