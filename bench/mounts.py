@@ -48,6 +48,23 @@ def dpkg_version(package: str) -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout else "not installed"
 
 
+def is_mounted(path: Path) -> bool:
+    """Whether ``path`` is a mount point in the mount table, even if its FUSE daemon died
+    (``os.path.ismount`` says False then, because stat fails with ENOTCONN)."""
+    target = os.path.realpath(path)
+    try:
+        table = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return os.path.ismount(path)
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4].encode().decode("unicode_escape")
+            if point == target:
+                return True
+    return False
+
+
 class Mount:
     """One filesystem mounted at ``mountpoint`` from the origin folder ``folder_url``.
 
@@ -129,7 +146,7 @@ class Mount:
         """Unmount and reap the process; returns its exit code (None if it had to be killed)."""
         code: int | None = None
         try:
-            if os.path.ismount(self.mountpoint):
+            if is_mounted(self.mountpoint):
                 subprocess.run(
                     ["fusermount3", "-u", str(self.mountpoint)], capture_output=True, timeout=30
                 )
@@ -144,7 +161,7 @@ class Mount:
                         self.proc.kill()
                         self.proc.wait(10)
         finally:
-            if os.path.ismount(self.mountpoint):
+            if is_mounted(self.mountpoint):
                 subprocess.run(
                     ["fusermount3", "-uz", str(self.mountpoint)], capture_output=True, timeout=30
                 )
@@ -154,6 +171,12 @@ class Mount:
                 with contextlib.suppress(OSError):
                     log.close()  # type: ignore[attr-defined]
         return code
+
+    def log_tail(self, lines: int) -> list[str]:
+        try:
+            return self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return []
 
     def warnings(self) -> list[str]:
         """Lines of the filesystem's log that look like warnings or errors."""

@@ -165,6 +165,10 @@ def _serve(
             if depth:
                 child = parts[depth - 1] + "/"
     server.RequestHandlerClass = _make_handler(base, links, folders)
+    # socketserver listens with a backlog of 5; rclone and httpdirfs open up to 8-10
+    # connections at once, and an overflowing backlog costs a 1 s SYN retransmit. Calling
+    # listen() again on a listening socket only changes the backlog (Linux).
+    server.socket.listen(128)
     origin.start()
     conn.send(("ready", origin.port))
     try:

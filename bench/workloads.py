@@ -15,6 +15,7 @@ import random
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,8 +63,13 @@ def first_bytes_latency(path: Path) -> float:
     return elapsed
 
 
-def sequential_read(path: Path, expected_size: int) -> float:
-    """Read the whole file in 128 KiB reads; returns bytes per second (open to last byte)."""
+def sequential_read(
+    path: Path, expected_size: int, before_close: Callable[[], object] | None = None
+) -> float:
+    """Read the whole file in 128 KiB reads; returns bytes per second (open to last byte).
+
+    ``before_close`` runs after the clock stops and before the file is closed.
+    """
     buf = bytearray(SEQ_BLOCK)
     view = memoryview(buf)
     total = 0
@@ -74,7 +80,9 @@ def sequential_read(path: Path, expected_size: int) -> float:
             if not n:
                 break
             total += n
-    elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        if before_close is not None:
+            before_close()
     if total != expected_size:
         raise OSError(f"{path}: read {total} bytes, expected {expected_size}")
     return total / elapsed
