@@ -126,7 +126,8 @@ def machine() -> dict[str, str]:
             capture_output=True,
             text=True,
             timeout=10,
-        ).stdout.strip()
+        ).stdout
+        fs_type = " on ".join(fs_type.split()) or "unknown"
     except OSError:
         fs_type = "unknown"
     return {
@@ -231,6 +232,10 @@ def measure_fs(
             origin.wait_idle(30)
             fetched = sum(r.body_bytes for r in origin.requests_for(f"/{folder}/seq{i}.wav"))
             over.append(fetched / size)
+            if i == 1:
+                out["seq_requests"] = [
+                    asdict(r) for r in origin.requests_for(f"/{folder}/seq1.wav")
+                ]
             out["cold_bps"] = speeds
             out["seq_over_fetch"] = over
 
@@ -299,7 +304,13 @@ def summarise(results: dict[str, Any]) -> list[Row]:
     kfs = names[0]
 
     def per(fn: Any) -> dict[str, float | None]:
-        return {n: (fn(fs[n]) if n in fs else None) for n in names}
+        values: dict[str, float | None] = {}
+        for n in names:
+            try:
+                values[n] = fn(fs[n])
+            except (KeyError, TypeError, ValueError):
+                values[n] = None  # not measured: the filesystem or that phase failed
+        return values
 
     mb = 1e6
     rows = [
@@ -451,12 +462,19 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         cells.append(_fmt(row.values.get("local"), row.unit))
         cells += [_ratio(row.values.get(kfs), row.values.get(p)) for p in peers]
         cells.append(row.target or "—")
-        cells.append("—" if row.met is None else ("**yes**" if row.met else "**MISSED**"))
+        if row.met is None:
+            cells.append("**no data**" if row.target else "—")
+        else:
+            cells.append("**yes**" if row.met else "**MISSED**")
         lines.append("| " + " | ".join(cells) + " |")
     missed = [r.metric for r in rows if r.met is False]
-    summary = (
-        "All Done-when targets met." if not missed else "Missed targets: " + "; ".join(missed) + "."
-    )
+    unknown = [r.metric for r in rows if r.target and r.met is None]
+    parts = []
+    if missed:
+        parts.append("Missed targets: " + "; ".join(missed) + ".")
+    if unknown:
+        parts.append("Not measured: " + "; ".join(unknown) + ".")
+    summary = " ".join(parts) or "All Done-when targets met."
     notes = [
         f"Run: {m['date']}, `{cond['command']}`"
         + (
@@ -490,6 +508,17 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         + " after each read (kithara_fs: its read-ahead in seconds × the WAV's byte rate; "
         "rclone: --buffer-size; httpdirfs has none — its 8 MB segments count as over-fetch).",
     ]
+    for name, fs in results["filesystems"].items():
+        for crash in fs.get("crashes", []):
+            last = next((ln for ln in crash["log_tail"] if "Fatal" in ln or "panic" in ln), "")
+            notes.append(
+                f"{name} crashed during the {crash['phase']} phase"
+                + (f" (`{last.strip()}`)" if last else "")
+                + "; it was mounted again on the same cache and the run went on."
+            )
+        for phase, error in fs.get("phase_errors", {}).items():
+            if not error.startswith("filesystem process died"):
+                notes.append(f"{name}: {phase} phase failed: {error}")
     warnings = results.get("warnings", {})
     if any(warnings.values()):
         notes.append(

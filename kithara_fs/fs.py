@@ -5,9 +5,10 @@ call the registry or a stream, build attributes, and map every outcome and excep
 reply. Every handler passes through :func:`_boundary`, so nothing but ``FUSEError`` ever
 leaves it (any other exception would end the whole mount).
 
-Handles are opened with ``direct_io``: each read reaches the daemon, so the read contract
-(EAGAIN, EINTR, EINVAL, whole reads) holds per call, and the kernel never zero-fills a short
-reply. The tree is read-only; every write-type call is EROFS.
+Handles on files not yet wholly cached are opened with ``direct_io``: each read reaches the
+daemon, so the read contract (EAGAIN, EINTR, EINVAL, whole reads) holds per call, and the
+kernel never zero-fills a short reply. Wholly cached files, where no read can wait, use the
+kernel's page cache. The tree is read-only; every write-type call is EROFS.
 
 It must never download, cache or decide what to fetch, and it must never import httpx.
 """
@@ -157,6 +158,8 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._handles: dict[int, _Handle] = {}
         # The size each file last had in a reply: the kernel may cache it for ATTR_TIMEOUT.
         self._reported_size: dict[int, int] = {}
+        # The source version whose bytes the kernel's page cache may hold, per inode.
+        self._page_cache_generation: dict[int, int] = {}
         self._next_fh = 1
         self._uid = os.getuid()
         self._gid = os.getgid()
@@ -246,7 +249,20 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = _Handle(node, stream, bool(flags & os.O_NONBLOCK))
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
+        # A file wholly in the cache can never make a read wait or fail part-way, so the
+        # per-call contract needs no direct_io there: such opens use the kernel's page cache
+        # (read-ahead, and warm re-reads at memory speed). Pages are kept across opens only
+        # while the version they hold is still the current one.
+        page_cache = node.source.entry.is_complete()
+        generation = node.source.generation
+        keep = page_cache and self._page_cache_generation.get(inode) == generation
+        if page_cache:
+            self._page_cache_generation[inode] = generation
+        else:
+            self._page_cache_generation.pop(inode, None)
+        return pyfuse3.FileInfo(
+            fh=fh, direct_io=not page_cache, keep_cache=keep, nonseekable=False
+        )
 
     @_boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
