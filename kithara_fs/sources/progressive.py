@@ -37,11 +37,19 @@ FALLBACK_BYTE_RATE = 176_400
 # one stream could fill the cache: 64 KiB .. 256 MiB.
 MIN_WINDOW = 64 * 1024
 MAX_WINDOW = 256 * 1024 * 1024
-# Each download starts with a small request so the first bytes come at once, then doubles
-# its request size up to 16 MiB (mountpoint-s3 grows its window alike): few requests on a
-# long sequential read, little waste when a seek abandons one.
+# A download's requests end at its target (nothing is fetched past what was asked for) but
+# are at least 256 KiB, doubling while the reader keeps asking for more; past 8 MiB the
+# reading is plainly sequential and requests become open-ended, so a long read pays the
+# request round trip a handful of times instead of once per window.
 FIRST_REQUEST = 256 * 1024
-MAX_REQUEST = 16 * 1024 * 1024
+OPEN_ENDED_AFTER = 8 * 1024 * 1024
+# On open, the head and tail that players probe are fetched at once: 128 KiB covers ID3v2
+# without large cover art and the first frames; 64 KiB covers ID3v1/APE tags, the last Ogg
+# page and a short file's MP4 index. A player that wants more reads on as usual.
+PREFETCH_HEAD = 128 * 1024
+PREFETCH_TAIL = 64 * 1024
+# The byte-rate parser needs at least this much of the head (or the whole file).
+MIN_PARSE_HEAD = 64 * 1024
 # After a failed size probe, getattr answers "size 0" at once for this long instead of
 # probing (and making `ls` wait) again: an origin that is down stays down for a while.
 PROBE_RETRY_AFTER = 30.0
@@ -206,16 +214,22 @@ class ProgressiveSource:
     def byte_rate(self) -> float | None:
         """Bytes per second of audio, from the container headers once they are cached."""
         length = self.length
-        if self._byte_rate is None and length:
-            head = self.entry.read(0, min(length, HEAD_BYTES))
-            tail_start = max(0, length - TAIL_BYTES)
-            tail = self.entry.read(tail_start, length - tail_start) or b""
-            if head is not None:
-                self._byte_rate = bytes_per_second(head, tail, length)
-                if self._byte_rate is None and not tail:
-                    return None  # MP4 and Ogg may need the tail: ask again once it is here
-                log.debug("%s: %.0f bytes per second of audio", self.shown, self._byte_rate or 0)
-                self._byte_rate = self._byte_rate or FALLBACK_BYTE_RATE
+        if self._byte_rate is not None or not length:
+            return self._byte_rate
+        head_size = min(self.entry.ranges.present_end(0), HEAD_BYTES, length)
+        if head_size < min(length, MIN_PARSE_HEAD):
+            return None
+        head = self.entry.read(0, head_size) or b""
+        tail = b""
+        for size in (TAIL_BYTES, PREFETCH_TAIL):
+            tail = self.entry.read(max(0, length - size), min(size, length)) or b""
+            if tail:
+                break
+        rate = bytes_per_second(head, tail, length)
+        if rate is None and (head_size < min(length, HEAD_BYTES) or not tail):
+            return None  # more of the head or the tail may still tell: ask again later
+        self._byte_rate = rate or FALLBACK_BYTE_RATE
+        log.debug("%s: %.0f bytes per second of audio", self.shown, self._byte_rate)
         return self._byte_rate
 
     def readahead_bytes(self) -> int:
@@ -226,8 +240,8 @@ class ProgressiveSource:
     def probe_ranges(self) -> list[tuple[int, int]]:
         """What players read before they play: the head and the tail of the file."""
         length = self.length or 0
-        head = (0, min(length, HEAD_BYTES))
-        tail = (max(head[1], length - TAIL_BYTES), length)
+        head = (0, min(length, PREFETCH_HEAD))
+        tail = (max(head[1], length - PREFETCH_TAIL), length)
         return [span for span in (head, tail) if span[0] < span[1]]
 
     @property
@@ -252,7 +266,7 @@ class ProgressiveSource:
         generation = self.generation
         backoff = Backoff(self.http.policy)
         unflushed = 0
-        request_size = FIRST_REQUEST
+        request_size: int | None = FIRST_REQUEST
         while True:
             if generation != self.generation:
                 return
@@ -263,9 +277,9 @@ class ProgressiveSource:
             cursor.pos = start
             following = self.entry.ranges.next_present(start)
             stop = length if following is None else following
-            if info.accepts_ranges:
-                stop = min(stop, start + request_size)
-                request_size = min(MAX_REQUEST, request_size * 2)
+            if info.accepts_ranges and request_size is not None:
+                stop = min(stop, max(cursor.target, start + request_size))
+                request_size = request_size * 2 if request_size < OPEN_ENDED_AFTER else None
             last = stop - 1
             dropped: OriginError | None = None
             try:
