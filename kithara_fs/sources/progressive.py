@@ -37,12 +37,11 @@ FALLBACK_BYTE_RATE = 176_400
 # one stream could fill the cache: 64 KiB .. 256 MiB.
 MIN_WINDOW = 64 * 1024
 MAX_WINDOW = 256 * 1024 * 1024
-# A download's requests end at its target (nothing is fetched past what was asked for) but
-# are at least 256 KiB, doubling while the reader keeps asking for more; past 8 MiB the
-# reading is plainly sequential and requests become open-ended, so a long read pays the
-# request round trip a handful of times instead of once per window.
+# A download's first request ends at its target, and at least 256 KiB past its start, so a
+# seek fetches nothing beyond the window it declared. A download that outlives its first
+# request has a reader keeping up with it — sequential reading — so its later requests are
+# open-ended and a long read pays the request round trip once, not once per window.
 FIRST_REQUEST = 256 * 1024
-OPEN_ENDED_AFTER = 8 * 1024 * 1024
 # On open, the head and tail that players probe are fetched at once: 128 KiB covers ID3v2
 # without large cover art and the first frames; 64 KiB covers ID3v1/APE tags, the last Ogg
 # page and a short file's MP4 index. A player that wants more reads on as usual.
@@ -266,7 +265,7 @@ class ProgressiveSource:
         generation = self.generation
         backoff = Backoff(self.http.policy)
         unflushed = 0
-        request_size: int | None = FIRST_REQUEST
+        first_request = True
         while True:
             if generation != self.generation:
                 return
@@ -277,9 +276,9 @@ class ProgressiveSource:
             cursor.pos = start
             following = self.entry.ranges.next_present(start)
             stop = length if following is None else following
-            if info.accepts_ranges and request_size is not None:
-                stop = min(stop, max(cursor.target, start + request_size))
-                request_size = request_size * 2 if request_size < OPEN_ENDED_AFTER else None
+            if info.accepts_ranges and first_request:
+                stop = min(stop, max(cursor.target, start + FIRST_REQUEST))
+                first_request = False
             last = stop - 1
             dropped: OriginError | None = None
             try:
