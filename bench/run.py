@@ -85,8 +85,8 @@ class Plan:
     play_secs: float
 
 
-FULL = Plan(duration=1190, ttfb_reps=5, cold_reps=2, warm_reps=3, seek_count=20, play_secs=60)
-QUICK = Plan(duration=600, ttfb_reps=3, cold_reps=1, warm_reps=2, seek_count=20, play_secs=20)
+FULL = Plan(duration=1190, ttfb_reps=5, cold_reps=2, warm_reps=5, seek_count=20, play_secs=60)
+QUICK = Plan(duration=600, ttfb_reps=3, cold_reps=1, warm_reps=3, seek_count=20, play_secs=20)
 
 
 class Interrupted(Exception):
@@ -240,11 +240,22 @@ def measure_fs(
             out["seq_over_fetch"] = over
 
     def warm() -> None:
-        say(f"{mount.name}: warm sequential read ×{plan.warm_reps}")
+        say(f"{mount.name}: warm sequential read, 1 + {plan.warm_reps}")
         before = sum(r.body_bytes for r in origin.requests_for(f"/{folder}/seq1.wav"))
-        out["warm_bps"] = [
-            sequential_read(mount.path("seq1.wav"), size, quiet) for _ in range(plan.warm_reps)
-        ]
+        # The first re-read after the cold read is reported on its own: a filesystem may
+        # only then move the file into the kernel page cache (kithara_fs does). "Warm" is
+        # the steady state after it, as for local disk, where one read is discarded too.
+        out["reread_bps"] = sequential_read(mount.path("seq1.wav"), size, quiet)
+        # Each warm read is paired with a read of the same bytes from local disk right after
+        # it, so both sides of the 80 % target see the same machine state (page-cache copy
+        # speed drifted by ±20 % between runs here).
+        fs_speeds: list[float] = []
+        local_speeds: list[float] = []
+        for _ in range(plan.warm_reps):
+            fs_speeds.append(sequential_read(mount.path("seq1.wav"), size, quiet))
+            local_speeds.append(sequential_read(wav, size))
+        out["warm_bps"] = fs_speeds
+        out["warm_local_bps"] = local_speeds
         after = sum(r.body_bytes for r in origin.requests_for(f"/{folder}/seq1.wav"))
         out["warm_origin_bytes"] = after - before
 
@@ -313,6 +324,10 @@ def summarise(results: dict[str, Any]) -> list[Row]:
         return values
 
     mb = 1e6
+    # The warm target compares kithara_fs with the local reads paired with its own warm
+    # reads; the start-of-run baseline is the fallback.
+    paired = fs.get(kfs, {}).get("warm_local_bps")
+    paired_local_warm = median(paired) if paired else local["warm_bps_median"]
     rows = [
         Row(
             "time to first 64 KiB after open, cold (median)",
@@ -329,10 +344,16 @@ def summarise(results: dict[str, Any]) -> list[Row]:
             target="≥ best peer",
         ),
         Row(
+            "first re-read after the cold read",
+            "MB/s",
+            "higher",
+            per(lambda r: r["reread_bps"] / mb),
+        ),
+        Row(
             "warm sequential throughput (median)",
             "MB/s",
             "higher",
-            per(lambda r: median(r["warm_bps"]) / mb) | {"local": local["warm_bps_median"] / mb},
+            per(lambda r: median(r["warm_bps"]) / mb) | {"local": paired_local_warm / mb},
             target=f"≥ {WARM_TARGET:.0%} of local disk",
         ),
         Row(
@@ -497,7 +518,10 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
             "after dropping the page cache."
             if results["local"]["cold_dropped_caches"]
             else "not measured (could not drop the page cache; needs root)."
-        ),
+        )
+        + " Local warm: each warm read of kithara_fs is followed by a local read of the same "
+        "bytes, and the target uses the median of those (start-of-run local baseline: "
+        f"{results['local']['warm_bps_median'] / 1e6:.0f} MB/s).",
         "Ratios are kithara_fs ÷ peer (for latency, RSS and over-fetch lower is better; "
         "for throughput higher is better).",
         "Declared read-ahead excluded from over-fetch: "
