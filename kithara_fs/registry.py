@@ -49,7 +49,6 @@ class FileNode:
     parent: DirNode
     config: StreamConfig
     source: ProgressiveSource
-    open_handles: int = 0
 
 
 Node = DirNode | FileNode
@@ -189,7 +188,6 @@ class Registry:
         stream = Stream(node.source, self.scheduler)
         # Players read the head and the tail before they play: fetch both at once.
         self.scheduler.prefetch(stream.reader, node.source.probe_ranges())
-        node.open_handles += 1
         node.source.entry.readers += 1
         node.source.entry.touch()
         self._streams.add(stream)
@@ -198,7 +196,6 @@ class Registry:
     def close(self, node: FileNode, stream: Stream) -> None:
         stream.close()
         self._streams.discard(stream)
-        node.open_handles -= 1
         node.source.entry.readers -= 1
 
     def notify_when_readable(self, stream: Stream, notify: Callable[[], None]) -> None:
