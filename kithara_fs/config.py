@@ -32,6 +32,9 @@ DEFAULT_READAHEAD_SECONDS = 30.0
 # days of podcasts, small next to today's disks (issue: "default 2 GiB").
 DEFAULT_MAX_SIZE = 2 * 1024**3
 SUPPORTED_SCHEMES = ("http", "https")
+# Names the mount generates itself: a playlist in every folder, its status folder at the root.
+PLAYLIST_NAME = "index.m3u8"
+CONTROL_DIR = ".kithara"
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
@@ -231,6 +234,10 @@ def _parse_path(raw: str, where: str) -> tuple[str, ...]:
     if "\\" in raw or any(ord(ch) < 32 for ch in raw):
         raise ConfigError(f"{where}: contains a backslash or control character")
     parts = raw.split("/")
+    if parts[0] == CONTROL_DIR:
+        raise ConfigError(f"{where}: {CONTROL_DIR!r} is reserved for the mount's status")
+    if parts[-1] == PLAYLIST_NAME:
+        raise ConfigError(f"{where}: {PLAYLIST_NAME!r} is reserved for generated playlists")
     for part in parts:
         if part == "":
             raise ConfigError(f"{where}: empty path part in {raw!r}")

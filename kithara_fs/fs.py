@@ -36,7 +36,7 @@ from .errors import (
     RemoteChangedError,
     SeekPastEndError,
 )
-from .registry import ROOT_INODE, DirNode, FileNode, Node, Registry
+from .registry import ROOT_INODE, DirNode, FileNode, Node, Registry, VirtualNode
 from .stream import Bytes, Eof, Pending, PendingReason, Stream
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,15 @@ ATTR_TIMEOUT = 60.0
 # An unknown size (origin unreachable so far) should be asked for again soon.
 UNKNOWN_ATTR_TIMEOUT = 1.0
 
-XATTR_URL = b"user.kithara.url"
-XATTR_CACHED = b"user.kithara.cached_bytes"
-_XATTRS = (XATTR_URL, XATTR_CACHED)
+# Extended attributes of every stream file: name → key in Registry.stream_status.
+_XATTRS = {
+    b"user.kithara.url": "url",
+    b"user.kithara.state": "state",
+    b"user.kithara.cached_bytes": "cached_bytes",
+    b"user.kithara.etag": "etag",
+    b"user.kithara.content_type": "content_type",
+    b"user.kithara.error": "error",
+}
 
 
 def errno_for(exc: KitharaError) -> tuple[int, int]:
@@ -112,6 +118,15 @@ def _boundary(
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class _VirtualHandle:
+    """An open generated file: the snapshot rendered at open, so reads are consistent."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 class _Handle:
@@ -158,6 +173,7 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.registry = registry
         self.read_timeout = registry.settings.read_timeout
         self._handles: dict[int, _Handle] = {}
+        self._virtual: dict[int, _VirtualHandle] = {}
         # The size each file last had in a reply: the kernel may cache it for ATTR_TIMEOUT.
         self._reported_size: dict[int, int] = {}
         # The source version whose bytes the kernel's page cache may hold, per inode.
@@ -188,6 +204,12 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             attr.st_mode = stat.S_IFDIR | 0o555
             attr.st_nlink = 2 + sum(isinstance(c, DirNode) for c in node.children.values())
             attr.st_size = 0
+        elif isinstance(node, VirtualNode):
+            attr.st_mode = stat.S_IFREG | 0o444
+            attr.st_nlink = 1
+            attr.st_size = len(node.render())
+            # Generated anew on every open: the kernel must not keep an old size.
+            attr.attr_timeout = 0
         else:
             known = node.source.length is not None
             attr.st_mode = stat.S_IFREG | 0o444
@@ -243,6 +265,11 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             raise pyfuse3.FUSEError(errno.EISDIR)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
+        if isinstance(node, VirtualNode):
+            fh = self._next_fh
+            self._next_fh += 1
+            self._virtual[fh] = _VirtualHandle(node.render())
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
         stream = await self.registry.open(node)
         if self._reported_size.get(inode, node.source.length) != node.source.length:
             # The origin published a new version: the kernel's cached size is stale. Only
@@ -268,6 +295,9 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        virtual = self._virtual.get(fh)
+        if virtual is not None:
+            return virtual.data[off : off + size]
         handle = self._handles.get(fh)
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
@@ -294,6 +324,8 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
     @_boundary
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
         """Readiness for O_NONBLOCK readers: POLLIN once the bytes at their position arrive."""
+        if fh in self._virtual:
+            return select.POLLIN | select.POLLRDNORM
         handle = self._handles.get(fh)
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
@@ -313,6 +345,7 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_boundary
     async def release(self, fh: int) -> None:
+        self._virtual.pop(fh, None)
         handle = self._handles.pop(fh, None)
         if handle is not None:
             self.registry.close(handle.node, handle.stream)
@@ -322,16 +355,20 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
     @_boundary
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         node = self._node(inode)
-        if isinstance(node, FileNode):
-            if name == XATTR_URL:
-                return node.source.shown.encode()
-            if name == XATTR_CACHED:
-                return str(node.source.entry.cached_bytes()).encode()
+        key = _XATTRS.get(name)
+        if isinstance(node, FileNode) and key is not None:
+            value = self.registry.stream_status(node)[key]
+            if value is not None:
+                return str(value).encode()
         raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
 
     @_boundary
     async def listxattr(self, inode: int, ctx: Any) -> Sequence[bytes]:
-        return _XATTRS if isinstance(self._node(inode), FileNode) else ()
+        node = self._node(inode)
+        if not isinstance(node, FileNode):
+            return ()
+        status = self.registry.stream_status(node)
+        return [name for name, key in _XATTRS.items() if status[key] is not None]
 
     # -- the file system -------------------------------------------------------------------
 

@@ -124,8 +124,8 @@ def test_ls_lists_tree(mount: MountFactory, origin: Origin, media_files: dict[st
         "podcasts/old/ep-001.mp3": origin.url("/vbr.mp3"),
         "top.flac": origin.url("/flac.flac"),
     })  # fmt: skip
-    assert sorted(os.listdir(m.mountpoint)) == ["podcasts", "top.flac"]
-    assert sorted(os.listdir(m.path("podcasts"))) == ["ep-101.mp3", "old"]
+    assert sorted(os.listdir(m.mountpoint)) == [".kithara", "index.m3u8", "podcasts", "top.flac"]
+    assert sorted(os.listdir(m.path("podcasts"))) == ["ep-101.mp3", "index.m3u8", "old"]
     done = subprocess.run(["ls", "-l", str(m.path("podcasts"))], capture_output=True, text=True)
     size = media_files["cbr.mp3"].stat().st_size
     assert re.search(rf"-r--r--r-- .* {size} .* ep-101\.mp3", done.stdout), done.stdout
@@ -138,8 +138,12 @@ def test_ls_lists_tree(mount: MountFactory, origin: Origin, media_files: dict[st
     assert cached == media_files["flac.flac"].stat().st_size
     assert sorted(os.listxattr(m.path("top.flac"))) == [
         "user.kithara.cached_bytes",
+        "user.kithara.content_type",
+        "user.kithara.etag",
+        "user.kithara.state",
         "user.kithara.url",
     ]
+    assert os.getxattr(m.path("top.flac"), "user.kithara.state") == b"cached"
 
 
 def readme_command(task: str) -> str:

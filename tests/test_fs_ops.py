@@ -128,7 +128,11 @@ async def test_xattrs(ops: tuple[KitharaOperations, FakeOrigin]) -> None:
     fs, _ = ops
     inode = (await lookup_path(fs, "album", "one.flac")).st_ino
     names = await fs.listxattr(inode, None)
-    assert set(names) == {b"user.kithara.url", b"user.kithara.cached_bytes"}
+    # The fake origin sends no Content-Type, and nothing failed: those two are absent.
+    assert set(names) == {b"user.kithara.url", b"user.kithara.cached_bytes",
+                          b"user.kithara.state", b"user.kithara.etag"}  # fmt: skip
+    assert await fs.getxattr(inode, b"user.kithara.state", None) == b"idle"
+    assert await fs.getxattr(inode, b"user.kithara.etag", None) == b'"v1"'
     url = await fs.getxattr(inode, b"user.kithara.url", None)
     assert url == b"http://origin.test/one.flac?<redacted>"
     with pytest.raises(pyfuse3.FUSEError) as info:

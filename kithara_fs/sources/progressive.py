@@ -13,6 +13,7 @@ changes, the old version is dropped and the generation counter moves on.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import replace
 from typing import Protocol
 
@@ -52,6 +53,8 @@ MIN_PARSE_HEAD = 64 * 1024
 # After a failed size probe, getattr answers "size 0" at once for this long instead of
 # probing (and making `ls` wait) again: an origin that is down stays down for a while.
 PROBE_RETRY_AFTER = 30.0
+# The download rate shown in status is averaged over this many seconds.
+RATE_WINDOW = 3.0
 # Persist the cache index after this many new bytes, so a crash loses at most this much
 # download work; 8 MiB keeps the fsync rate far below one per second on fast links.
 FLUSH_EVERY = 8 * 1024 * 1024
@@ -99,6 +102,7 @@ class ProgressiveSource:
         # When the current or latest background size probe started (trio clock), if ever.
         self.probe_started: float | None = None
         self._probe_failed_at: float | None = None
+        self._received: deque[tuple[float, int]] = deque()
 
     # -- metadata ----------------------------------------------------------------------------
 
@@ -296,6 +300,7 @@ class ProgressiveSource:
                                 raise CacheError(f"{self.shown}: cannot store downloaded bytes")
                             offset += len(chunk)
                             cursor.pos = max(cursor.pos, offset)
+                            self._note_received(len(chunk))
                             unflushed += len(chunk)
                             backoff.reset()
                             self.changed.notify()
@@ -330,6 +335,19 @@ class ProgressiveSource:
                 except OriginError:
                     self.last_error = dropped
                     raise
+
+    def _note_received(self, size: int) -> None:
+        self.last_error = None
+        now = trio.current_time()
+        self._received.append((now, size))
+        while self._received and self._received[0][0] < now - RATE_WINDOW:
+            self._received.popleft()
+
+    def download_rate(self) -> float:
+        """Bytes per second received over the last few seconds."""
+        now = trio.current_time()
+        recent = sum(size for when, size in self._received if when >= now - RATE_WINDOW)
+        return recent / RATE_WINDOW
 
     # -- versions ----------------------------------------------------------------------------
 
