@@ -35,8 +35,10 @@ from .config import DEFAULT_READ_TIMEOUT, Settings, StreamConfig, load_config, p
 from .errors import CacheError, ConfigError
 from .fs import KitharaOperations
 from .net import HttpClient, redact_url
+from .notify import notify, watchdog_interval
 from .registry import Registry
 from .scheduler import Scheduler
+from .statusview import kithara_mounts, read_status, show
 
 log = logging.getLogger("kithara_fs")
 
@@ -86,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
 
     mount = sub.add_parser("mount", help="mount the streams of CONFIG at MOUNTPOINT")
     mount.add_argument("config", help="the streams file (TOML)")
-    mount.add_argument("mountpoint", help="an existing empty folder")
+    mount.add_argument(
+        "mountpoint", nargs="?", help="an existing empty folder (default: [mount] mountpoint)"
+    )
     mount.add_argument(
         "--foreground", action="store_true", help="stay attached instead of daemonising"
     )
@@ -99,6 +103,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     mount.set_defaults(func=cmd_mount)
+
+    status = sub.add_parser("status", help="what running mounts are doing, one row a stream")
+    status.add_argument("mountpoint", nargs="?", help="default: every kithara-fs mount")
+    status.add_argument("--watch", action="store_true", help="refresh every second")
+    status.add_argument("--json", action="store_true", help="the raw status as JSON")
+    status.set_defaults(func=cmd_status)
+
+    reload = sub.add_parser("reload", help="make the mount at MOUNTPOINT re-read its config")
+    reload.add_argument("mountpoint")
+    reload.set_defaults(func=cmd_reload)
 
     unmount = sub.add_parser("unmount", help="unmount MOUNTPOINT")
     unmount.add_argument("mountpoint")
@@ -162,7 +176,10 @@ def render_tree(streams: Sequence[StreamConfig]) -> list[str]:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
-    mountpoint = os.path.abspath(args.mountpoint)
+    target = args.mountpoint or settings.mountpoint
+    if target is None:
+        raise UsageError("no mount point: name one, or set [mount] mountpoint in the config")
+    mountpoint = os.path.abspath(target)
     check_mountpoint(mountpoint)
     if args.foreground:
         ready = _ready_writer(args.ready_fd)
@@ -322,7 +339,7 @@ async def _serve_in_nursery(
 ) -> None:
     async with trio.open_nursery() as nursery:
         scheduler = Scheduler(nursery)
-        registry = Registry(settings, http, store, scheduler, nursery)
+        registry = Registry(settings, http, store, scheduler, nursery, mountpoint)
         options = set(pyfuse3.default_options)
         options |= {"fsname=kithara-fs", "subtype=kithara", "ro"}
         if allow_other:
@@ -334,39 +351,99 @@ async def _serve_in_nursery(
         try:
             registry.start_probes()
             nursery.start_soon(store.run_evictions)
-            nursery.start_soon(_stop_on_signal, registry)
-            nursery.start_soon(_announce_ready, mountpoint, len(settings.streams), on_ready)
+            nursery.start_soon(_handle_signals, registry, store)
+            nursery.start_soon(_announce_ready, registry, on_ready)
             await pyfuse3.main()
         finally:
+            notify("STOPPING=1")
             registry.interrupt_all()
             pyfuse3.close(unmount=True)
             nursery.cancel_scope.cancel()
 
 
-async def _stop_on_signal(registry: Registry) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _handle_signals(registry: Registry, store: CacheStore) -> None:
+    """SIGINT/SIGTERM unmount; SIGHUP re-reads the config."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                reload_config(registry, store)
+                continue
             log.info("%s: unmounting", signal.Signals(signum).name)
             registry.interrupt_all()
             pyfuse3.terminate()
             return
 
 
-async def _announce_ready(
-    mountpoint: str, streams: int, on_ready: Callable[[], None] | None
-) -> None:
-    # Ask from a worker thread: the trio thread must stay free to answer the kernel.
-    for _ in range(200):
-        if await trio.to_thread.run_sync(os.path.ismount, mountpoint):
-            break
-        await trio.sleep(0.05)
-    else:
+def reload_config(registry: Registry, store: CacheStore) -> None:
+    """Apply the config file again; a bad one is logged and the current tree stays."""
+    source = registry.settings.source
+    try:
+        settings = load_config(source)
+    except ConfigError as exc:
+        log.error("reload rejected, keeping the current tree: %s", exc)
+        return
+    if settings.cache_dir != registry.settings.cache_dir:
+        log.warning("reload: a new cache folder takes effect at the next mount")
+    store.max_size = settings.max_size
+    change = registry.reload(settings)
+    for parent, name in change.removed:
+        # The kernel keeps names for ENTRY_TIMEOUT; removed ones must go at once.
+        pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
+    log.info("reloaded %s: %d added, %d removed", source, change.added, len(change.removed))
+    notify(f"STATUS={registry.status()['summary']}")
+
+
+async def _announce_ready(registry: Registry, on_ready: Callable[[], None] | None) -> None:
+    """Tell the caller (pipe) and systemd (READY=1) once the mount answers; then heartbeat."""
+    mountpoint = registry.mountpoint
+    if not await _mount_answers(mountpoint, attempts=200):
         log.error("mount at %s never answered", mountpoint)
         pyfuse3.terminate()
         return
-    log.info("mounted %d stream(s) at %s", streams, mountpoint)
+    log.info("mounted %d stream(s) at %s", len(registry.files()), mountpoint)
     if on_ready is not None:
         on_ready()
+    notify("READY=1", f"STATUS={registry.status()['summary']}")
+    interval = watchdog_interval()
+    while interval is not None:
+        await trio.sleep(interval)
+        # A heartbeat only while the mount really answers, so a wedged loop gets restarted.
+        if await _mount_answers(mountpoint, attempts=1):
+            notify("WATCHDOG=1", f"STATUS={registry.status()['summary']}")
+
+
+async def _mount_answers(mountpoint: str, attempts: int) -> bool:
+    for attempt in range(attempts):
+        # Ask from a worker thread: the trio thread must stay free to answer the kernel.
+        if await trio.to_thread.run_sync(os.path.ismount, mountpoint):
+            return True
+        if attempt + 1 < attempts:
+            await trio.sleep(0.05)
+    return False
+
+
+# -- status and reload ---------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    mountpoints = [os.path.abspath(args.mountpoint)] if args.mountpoint else kithara_mounts()
+    if not mountpoints:
+        raise UsageError("no kithara-fs mount is running")
+    try:
+        return show(mountpoints, watch=args.watch, as_json=args.json)
+    except OSError as exc:
+        raise UsageError(f"cannot read the status of {exc.filename}: {exc.strerror}") from None
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    try:
+        pid = int(read_status(mountpoint)["pid"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{mountpoint} is not a running kithara-fs mount ({exc})") from None
+    os.kill(pid, signal.SIGHUP)
+    print(f"kithara-fs: asked the mount at {mountpoint} (pid {pid}) to re-read its config")
+    return 0
 
 
 # -- unmount -------------------------------------------------------------------------------

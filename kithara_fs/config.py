@@ -76,6 +76,7 @@ class Settings:
         read_timeout: seconds a blocking read may wait for bytes before EAGAIN.
         metadata_timeout: seconds getattr waits for an unknown size.
         readahead_seconds: seconds of audio downloaded ahead of a sequential reader.
+        mountpoint: where to mount when the command line names no mount point.
         streams: the streams, in file order.
     """
 
@@ -85,12 +86,13 @@ class Settings:
     read_timeout: float
     metadata_timeout: float
     readahead_seconds: float
+    mountpoint: Path | None
     streams: tuple[StreamConfig, ...]
 
 
 _TOP_KEYS = {"cache", "mount", "stream"}
 _CACHE_KEYS = {"dir", "max_size"}
-_MOUNT_KEYS = {"read_timeout", "metadata_timeout", "readahead_seconds"}
+_MOUNT_KEYS = {"read_timeout", "metadata_timeout", "readahead_seconds", "mountpoint"}
 _STREAM_KEYS = {"path", "url", "pin", "readahead_seconds"}
 
 
@@ -139,6 +141,13 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
         mount, "readahead_seconds", DEFAULT_READAHEAD_SECONDS, source
     )
 
+    mountpoint = None
+    if "mountpoint" in mount:
+        raw = mount["mountpoint"]
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(f"{source}: [mount] mountpoint: must be a non-empty string")
+        mountpoint = Path(os.path.expanduser(raw))
+
     raw_streams = data.get("stream", [])
     if not isinstance(raw_streams, list):
         raise ConfigError(f"{source}: stream: use [[stream]] tables (an array of tables)")
@@ -151,6 +160,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
         read_timeout=read_timeout,
         metadata_timeout=metadata_timeout,
         readahead_seconds=readahead_seconds,
+        mountpoint=mountpoint,
         streams=streams,
     )
 

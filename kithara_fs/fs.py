@@ -68,11 +68,12 @@ _PENDING_ERRNO = {
 # The tree only changes when the config does; let the kernel keep names for a minute.
 ENTRY_TIMEOUT = 60.0
 # A size changes only with a new version, which open() notices and pushes to the kernel
-# (invalidate_inode), so attributes can be kept a minute. Every expiry costs a GETATTR on
-# the next read of a cached page, which shows in warm read throughput.
+# (invalidate_inode), so a wholly cached file's attributes can be kept a minute. Every
+# expiry costs a GETATTR on the next read of a cached page, which shows in warm reads.
 ATTR_TIMEOUT = 60.0
-# An unknown size (origin unreachable so far) should be asked for again soon.
-UNKNOWN_ATTR_TIMEOUT = 1.0
+# A file still downloading reports its progress in st_blocks (for du), and an unknown size
+# (origin unreachable so far) should be asked for again: both are kept for a second only.
+CHANGING_ATTR_TIMEOUT = 1.0
 
 # Extended attributes of every stream file: name → key in Registry.stream_status.
 _XATTRS = {
@@ -211,15 +212,14 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             # Generated anew on every open: the kernel must not keep an old size.
             attr.attr_timeout = 0
         else:
-            known = node.source.length is not None
             attr.st_mode = stat.S_IFREG | 0o444
             attr.st_nlink = 1
             attr.st_size = await self.registry.size(node)
             self._reported_size[node.inode] = attr.st_size
             # st_blocks counts cached bytes, so du shows how much is on disk.
             attr.st_blocks = (node.source.entry.cached_bytes() + 511) // 512
-            if not known and node.source.length is None:
-                attr.attr_timeout = UNKNOWN_ATTR_TIMEOUT
+            if not node.source.entry.is_complete():
+                attr.attr_timeout = CHANGING_ATTR_TIMEOUT
         return attr
 
     @_boundary

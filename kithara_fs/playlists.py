@@ -28,13 +28,27 @@ class PlaylistEntry:
 
 
 def render(entries: Iterable[PlaylistEntry]) -> bytes:
-    lines = ["#EXTM3U"]
-    for entry in entries:
-        # -1 is M3U's "unknown"; titles lose commas' meaning after the first, so newlines go.
-        seconds = -1 if entry.seconds is None else round(entry.seconds)
+    """The playlist text.
+
+    The ``EXT-X`` tags (target duration, VOD, end list) make it a complete HLS media
+    playlist, which is what ffmpeg (and players built on it) need to play it as one
+    continuous stream; players with their own M3U parser read the same file as a list.
+    """
+    items = list(entries)
+    # HLS wants a non-negative duration; 0 stands for "not known yet" (headers not cached).
+    seconds = [max(0, round(e.seconds)) if e.seconds is not None else 0 for e in items]
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:3",
+        f"#EXT-X-TARGETDURATION:{max([1, *seconds])}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-PLAYLIST-TYPE:VOD",
+    ]
+    for entry, duration in zip(items, seconds, strict=True):
         title = " ".join(entry.title.split())
-        lines.append(f"#EXTINF:{seconds},{title}")
+        lines.append(f"#EXTINF:{duration},{title}")
         path = "/".join(entry.path)
         # A line starting with '#' would read as a tag; './' keeps it a path.
         lines.append(f"./{path}" if path.startswith("#") else path)
+    lines.append("#EXT-X-ENDLIST")
     return ("\n".join(lines) + "\n").encode()

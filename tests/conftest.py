@@ -75,11 +75,12 @@ def mount(
         cache_dir: Path | None = None,
         cache: dict[str, Any] | None = None,
         name: str = "mnt",
+        env: dict[str, str] | None = None,
         **opts: object,
     ) -> Mount:
         folder = cache_dir or tmp_path / "cache"
         config = write_config(tmp_path / f"{name}.toml", streams, folder, cache, **opts)
-        m = Mount(config, tmp_path / name, tmp_path / f"{name}.log")
+        m = Mount(config, tmp_path / name, tmp_path / f"{name}.log", env)
         mounts.append(m)
         return m.start()
 

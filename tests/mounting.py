@@ -57,8 +57,11 @@ def _toml(value: Any) -> str:
 class Mount:
     """A mounted kithara-fs; use ``with Mount(...) as m:``."""
 
-    def __init__(self, config: Path, mountpoint: Path, log: Path) -> None:
+    def __init__(
+        self, config: Path, mountpoint: Path, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
+        self.env = env or {}
         self.mountpoint = mountpoint
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -79,7 +82,7 @@ class Mount:
                 [sys.executable, "-m", "kithara_fs", "--log-level", "debug", "mount",
                  "--foreground", str(self.config), str(self.mountpoint)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=clean_env(),
+                env=clean_env() | self.env,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not os.path.ismount(self.mountpoint):
