@@ -16,6 +16,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -130,12 +131,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _RedactUrls(logging.Filter):
+    """No secrets in logs: every URL in a message loses its credentials and query string.
+
+    Our own messages already use redacted URLs; this also covers httpx's request lines.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _URL.sub(lambda m: redact_url(m.group(0)), message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_URL = re.compile(r"https?://[^\s\"'<>]+")
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _RedactUrls) for f in handler.filters):
+            handler.addFilter(_RedactUrls())
     # httpx logs every request at INFO; that is debugging detail for a filesystem.
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
     for name in ("httpx", "httpcore"):
@@ -190,25 +211,42 @@ def cmd_mount(args: argparse.Namespace) -> int:
 def check_mountpoint(mountpoint: str) -> None:
     """Raise UsageError unless ``mountpoint`` is an existing, empty, unmounted folder."""
     try:
-        st = os.stat(mountpoint)
+        os.stat(mountpoint)
     except FileNotFoundError:
         raise UsageError(f"mount point {mountpoint} does not exist") from None
     except OSError as exc:
-        if exc.errno == errno.ENOTCONN:
-            raise UsageError(
-                f"mount point {mountpoint} is a dead FUSE mount; "
-                f"run: kithara-fs unmount {mountpoint}"
-            ) from None
-        raise UsageError(f"mount point {mountpoint}: {exc.strerror}") from None
+        if exc.errno != errno.ENOTCONN:
+            raise UsageError(f"mount point {mountpoint}: {exc.strerror}") from None
+        _clear_dead_mount(mountpoint)
     if not os.path.isdir(mountpoint):
         raise UsageError(f"mount point {mountpoint} is not a folder")
-    del st
     if os.path.ismount(mountpoint):
-        raise UsageError(f"mount point {mountpoint} is already mounted")
+        try:
+            os.listdir(mountpoint)  # the kernel may answer stat from cache; listing asks
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise UsageError(f"mount point {mountpoint}: {exc.strerror}") from None
+            _clear_dead_mount(mountpoint)
+        else:
+            raise UsageError(f"mount point {mountpoint} is already mounted")
     if os.listdir(mountpoint):
         raise UsageError(f"mount point {mountpoint} is not empty")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise UsageError("/dev/fuse is missing or not accessible (install fuse3)")
+
+
+def _clear_dead_mount(mountpoint: str) -> None:
+    """A kithara-fs that crashed leaves its mount point answering ENOTCONN: unmount it.
+
+    Only our own dead mounts are cleared; any other file system's is the user's to handle.
+    """
+    if mountpoint not in kithara_mounts():
+        raise UsageError(f"mount point {mountpoint} is a dead mount of another file system")
+    log.warning("mount point %s was left by a crashed kithara-fs; unmounting it", mountpoint)
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    command = [tool, "-uz", mountpoint] if tool else ["umount", "-l", mountpoint]
+    if subprocess.run(command, capture_output=True).returncode != 0:
+        raise UsageError(f"mount point {mountpoint} is a dead mount that cannot be unmounted")
 
 
 def _ready_writer(fd: int | None) -> Callable[[], None] | None:

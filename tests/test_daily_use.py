@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -176,3 +177,52 @@ def test_reload_adds_and_removes_while_a_reader_continues(
         # The reader on the kept stream never noticed any of it.
         assert sha256(head + kept.read()) == sha256(expected)
     assert "1 added, 1 removed" in m.log_text()
+
+
+@needs_fuse
+def test_dead_mount_of_a_crashed_daemon_is_cleared_at_start(
+    origin: Origin, mount: MountFactory, tmp_path: Path, media_files: dict[str, Path]
+) -> None:
+    target = tmp_path / "mnt"
+    target.mkdir()
+    config = write_config(tmp_path / "crash.toml", {"a.mp3": origin.url("/cbr.mp3")},
+                          tmp_path / "crash-cache")  # fmt: skip
+    crashed = subprocess.Popen(
+        [sys.executable, "-m", "kithara_fs", "mount", "--foreground", str(config), str(target)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: os.path.ismount(target), "the first mount")
+        crashed.kill()
+        crashed.wait()
+        with pytest.raises(OSError) as dead:
+            os.listdir(target)
+        assert dead.value.errno == errno.ENOTCONN
+        m = mount({"a.mp3": origin.url("/cbr.mp3")})  # same mount point
+        m.expect_log(r"left by a crashed kithara-fs")
+
+        def answers() -> bool:  # the dead mount also counts as "mounted" until cleared
+            try:
+                return "a.mp3" in os.listdir(target)
+            except OSError:
+                return False
+
+        wait_until(answers, "the new mount to replace the dead one")
+        assert m.path("a.mp3").read_bytes() == media_files["cbr.mp3"].read_bytes()
+    finally:
+        if crashed.poll() is None:
+            crashed.kill()
+            crashed.wait()
+
+
+@needs_fuse
+def test_no_secrets_in_logs_or_attributes(origin: Origin, mount: MountFactory) -> None:
+    secret_url = origin.url("/cbr.mp3").replace("http://", "http://me:s3cret@") + "?token=hunter2"
+    m = mount({"a.mp3": secret_url})  # the daemon logs at debug level here
+    m.path("a.mp3").read_bytes()
+    url = os.getxattr(m.path("a.mp3"), "user.kithara.url").decode()
+    assert url == origin.url("/cbr.mp3") + "?<redacted>"
+    status = m.path(".kithara/status.json").read_text()
+    text = m.log_text() + status
+    assert "GET" in m.log_text(), "httpx's request lines are in the debug log"
+    assert "s3cret" not in text and "hunter2" not in text
