@@ -18,7 +18,7 @@ import pytest
 from kithara_fs.demo.origin import Origin
 
 from .conftest import MountFactory, needs_ffmpeg, needs_fuse, sha256
-from .mounting import clean_env, write_config
+from .mounting import FUSERMOUNT, clean_env, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -213,6 +213,11 @@ def test_dead_mount_of_a_crashed_daemon_is_cleared_at_start(
         if crashed.poll() is None:
             crashed.kill()
             crashed.wait()
+        # If the new mount never replaced the dead one, do not leave the dead one behind.
+        try:
+            os.listdir(target)
+        except OSError:
+            subprocess.run([FUSERMOUNT, "-uz", str(target)], capture_output=True)
 
 
 @needs_fuse
