@@ -19,7 +19,9 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 STATUS_PATH = (".kithara", "status.json")
 _COLUMNS = ("PATH", "STATE", "CACHED / TOTAL", "PROGRESS", "RATE", "AHEAD", "ERROR")
@@ -91,12 +93,14 @@ def plain(mountpoint: str, status: dict[str, Any]) -> str:
 
 
 def rich_table(mountpoint: str, status: dict[str, Any]) -> Table:
-    table = Table(title=heading(mountpoint, status), title_justify="left")
+    table = Table(title=escape(heading(mountpoint, status)), title_justify="left")
     for column in _COLUMNS:
         table.add_column(column, no_wrap=column != "ERROR")
     for row in rows(status):
-        style = _STATE_STYLE.get(row[1], "")
-        table.add_row(*row[:1], f"[{style}]{row[1]}[/]" if style else row[1], *row[2:])
+        # Cells are text, not markup: a path or the progress bar may contain brackets.
+        cells = [Text(cell) for cell in row]
+        cells[1].stylize(_STATE_STYLE.get(row[1], ""))
+        table.add_row(*cells)
     return table
 
 

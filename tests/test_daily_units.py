@@ -85,3 +85,19 @@ def test_reserved_names(path: str, message: str) -> None:
 def test_mountpoint_from_config() -> None:
     settings = parse_config({"mount": {"mountpoint": "~/streams"}})
     assert settings.mountpoint == Path(os.path.expanduser("~/streams"))
+
+
+def test_rich_table_shows_brackets_as_text() -> None:
+    from rich.console import Console
+
+    from kithara_fs.statusview import rich_table
+
+    status = {
+        "pid": 7, "config": "c.toml", "summary": "1 streams",
+        "streams": [{"path": "[live]/a.mp3", "state": "cached", "size": 10, "cached_bytes": 10,
+                     "download_rate": 0, "buffered_seconds": None, "error": None}],
+    }  # fmt: skip
+    console = Console(width=120, record=True, color_system=None)
+    console.print(rich_table("/m", status))
+    text = console.export_text()
+    assert "[live]/a.mp3" in text and "[##########] 100%" in text, text
