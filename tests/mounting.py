@@ -14,11 +14,20 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
 _LOUD = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
+
+
+def wait_until(condition: Callable[[], object], what: str, seconds: float = 60.0) -> None:
+    """Poll a condition (bounded); the bound is a hang guard, not a speed assertion."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for: {what}"
+        time.sleep(0.05)
 
 
 def clean_env() -> dict[str, str]:

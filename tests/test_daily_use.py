@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,10 @@ import pytest
 from kithara_fs.demo.origin import Origin
 
 from .conftest import MountFactory, needs_ffmpeg, needs_fuse, sha256
-from .mounting import FUSERMOUNT, clean_env, write_config
+from .mounting import FUSERMOUNT, clean_env, wait_until, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def wait_until(condition: object, what: str, seconds: float = 30.0) -> None:
-    """Poll a condition (bounded); the bound is a hang guard, not a speed assertion."""
-    deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"gave up waiting for: {what}"
-        time.sleep(0.05)
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 from kithara_fs.demo.origin import Origin
 
 from .conftest import MountFactory, needs_fuse, sha256
+from .mounting import wait_until
 from .test_mount_faults import read_all
 
 pytestmark = needs_fuse
@@ -27,13 +27,6 @@ def index_total(cache: Path) -> int:
     finally:
         db.close()
 
-
-def wait_until(condition: object, what: str, seconds: float = 60.0) -> None:
-    """Poll a condition (bounded); the bound is a hang guard, not a speed assertion."""
-    deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"gave up waiting for: {what}"
-        time.sleep(0.05)
 
 
 def test_eviction_keeps_cache_bounded_and_spares_open_streams(
