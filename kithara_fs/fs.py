@@ -284,7 +284,9 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         # while the version they hold is still the current one.
         page_cache = node.source.entry.is_complete()
         generation = node.source.generation
-        keep = page_cache and self._page_cache_generation.get(inode) == generation
+        # Pages exist only from earlier page-cache opens (direct_io reads leave none), so
+        # with no earlier one there is nothing stale to drop either.
+        keep = page_cache and self._page_cache_generation.get(inode, generation) == generation
         if page_cache:
             self._page_cache_generation[inode] = generation
         else:
