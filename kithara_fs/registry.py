@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -290,7 +291,7 @@ class Registry:
             cursor = self.scheduler.demand(reader, 0, length)
             while not cursor.done:
                 await source.changed.wait(Deadline.never())
-            if reader.take_failure() is not None:
+            if reader.take_failure(since=-math.inf) is not None:
                 await trio.sleep(PIN_RETRY_DELAY)
 
     def _probe(self, node: FileNode) -> None:

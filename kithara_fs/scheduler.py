@@ -64,12 +64,15 @@ class Reader:
 
     source: ProgressiveSource
     cursors: list[Cursor] = field(default_factory=list)
-    # The latest download failure of one of its cursors, for the next read that needs bytes.
+    # The latest download failure of one of its cursors, for the next read that needs bytes,
+    # and when it happened (trio clock).
     failure: KitharaError | None = None
+    failed_at: float = 0.0
 
-    def take_failure(self) -> KitharaError | None:
+    def take_failure(self, since: float) -> KitharaError | None:
+        """The failure if it happened at or after ``since``; an older one is dropped."""
         failure, self.failure = self.failure, None
-        return failure
+        return failure if failure is not None and self.failed_at >= since else None
 
     def running(self) -> list[Cursor]:
         self.cursors = [c for c in self.cursors if not c.done]
@@ -161,8 +164,9 @@ class Scheduler:
     @staticmethod
     def _failed(cursor: Cursor, exc: KitharaError) -> None:
         cursor.error = exc
+        now = trio.current_time()
         for reader in cursor.owners:
-            reader.failure = exc
+            reader.failure, reader.failed_at = exc, now
 
     async def _run(self, cursor: Cursor) -> None:
         source = cursor.source

@@ -18,7 +18,10 @@ the one the handle opened (a changed origin raises :class:`RemoteChangedError`).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
+
+import trio
 
 from .bitrate import TAIL_BYTES
 from .budget import Deadline
@@ -145,6 +148,10 @@ class Stream:
             self.scheduler.release(self.reader)
             source.changed.notify()
         epoch = self.timeline.epoch
+        # A read that may wait reports only failures of the downloads it waited for: one
+        # from before (read-ahead that failed while nobody was reading) gets a fresh try.
+        # A read that may not wait (O_NONBLOCK) has no other way to learn of a failure.
+        failures_since = trio.current_time() if not deadline.expired else -math.inf
         while True:
             if self.timeline.flushing:
                 return Pending(PendingReason.SEEK_PENDING)
@@ -159,7 +166,7 @@ class Stream:
                 self.timeline.resume_at = end
                 self.scheduler.read_ahead(self.reader, end)
                 return Bytes(data)
-            failure = self.reader.take_failure()
+            failure = self.reader.take_failure(since=failures_since)
             if failure is not None:
                 raise failure
             self.scheduler.demand(self.reader, offset, end)

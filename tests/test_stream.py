@@ -284,3 +284,14 @@ async def test_overlapping_opens_of_a_republished_file_both_read_it(
         assert await handle.try_read(0, 4096, Deadline.after(30)) == Bytes(new[:4096])
     with pytest.raises(RemoteChangedError):
         await first.try_read(0, 4096, Deadline.after(30))
+
+
+async def test_old_failure_does_not_fail_a_later_blocking_read(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    stream = await rig.open()
+    rig.origin.statuses = [503] * 6  # exactly one download's attempts
+    assert await stream.try_read(0, 4096, Deadline.after(0)) == Pending(PendingReason.NOT_READY)
+    await trio.sleep(60)  # that download fails meanwhile; then the origin recovers
+    assert rig.origin.statuses == []
+    assert await stream.try_read(0, 4096, Deadline.after(30)) == Bytes(DATA[:4096])
