@@ -32,12 +32,19 @@ import trio
 
 from . import __version__
 from .cache import CacheStore
-from .config import DEFAULT_READ_TIMEOUT, Settings, StreamConfig, load_config, parse_config
+from .config import (
+    CONTROL_DIR,
+    DEFAULT_READ_TIMEOUT,
+    Settings,
+    StreamConfig,
+    load_config,
+    parse_config,
+)
 from .errors import CacheError, ConfigError
 from .fs import KitharaOperations
 from .net import HttpClient, redact_url
 from .notify import notify, watchdog_interval
-from .registry import Registry
+from .registry import STATUS_FILE, Registry
 from .scheduler import Scheduler
 from .statusview import kithara_mounts, read_status, show
 
@@ -138,14 +145,18 @@ class _RedactUrls(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _URL.sub(lambda m: redact_url(m.group(0)), message)
+        try:
+            message = record.getMessage()
+            redacted = _URL.sub(lambda m: redact_url(m.group(0)), message)
+        except Exception:  # a filter must never turn a log call into a crash
+            return True
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
 
 
-_URL = re.compile(r"https?://[^\s\"'<>]+")
+# A URL up to a blank, a quote or bracket, not counting trailing punctuation of the sentence.
+_URL = re.compile(r"https?://[^\s\"'<>()\[\]]+(?<![.,;:!?])")
 
 
 def _setup_logging(level: str) -> None:
@@ -240,7 +251,7 @@ def _clear_dead_mount(mountpoint: str) -> None:
 
     Only our own dead mounts are cleared; any other file system's is the user's to handle.
     """
-    if mountpoint not in kithara_mounts():
+    if os.path.realpath(mountpoint) not in {os.path.realpath(m) for m in kithara_mounts()}:
         raise UsageError(f"mount point {mountpoint} is a dead mount of another file system")
     log.warning("mount point %s was left by a crashed kithara-fs; unmounting it", mountpoint)
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
@@ -414,6 +425,13 @@ async def _handle_signals(registry: Registry, store: CacheStore) -> None:
 
 def reload_config(registry: Registry, store: CacheStore) -> None:
     """Apply the config file again; a bad one is logged and the current tree stays."""
+    try:
+        _reload(registry, store)
+    except Exception:  # a failed reload must not end the mount
+        log.exception("reload failed")
+
+
+def _reload(registry: Registry, store: CacheStore) -> None:
     source = registry.settings.source
     try:
         settings = load_config(source)
@@ -426,7 +444,10 @@ def reload_config(registry: Registry, store: CacheStore) -> None:
     change = registry.reload(settings)
     for parent, name in change.removed:
         # The kernel keeps names for ENTRY_TIMEOUT; removed ones must go at once.
-        pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
+        try:
+            pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
+        except OSError as exc:
+            log.debug("kernel entry %s not invalidated: %s", name, exc)
     log.info("reloaded %s: %d added, %d removed", source, change.added, len(change.removed))
     notify(f"STATUS={registry.status()['summary']}")
 
@@ -445,9 +466,19 @@ async def _announce_ready(registry: Registry, on_ready: Callable[[], None] | Non
     interval = watchdog_interval()
     while interval is not None:
         await trio.sleep(interval)
-        # A heartbeat only while the mount really answers, so a wedged loop gets restarted.
-        if await _mount_answers(mountpoint, attempts=1):
+        # A heartbeat only while the mount really answers, so a wedged loop gets restarted:
+        # the status file's attributes are never cached, so this stat reaches the daemon.
+        status_file = os.path.join(mountpoint, CONTROL_DIR, STATUS_FILE)
+        if await trio.to_thread.run_sync(_answers, status_file):
             notify("WATCHDOG=1", f"STATUS={registry.status()['summary']}")
+
+
+def _answers(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
 
 
 async def _mount_answers(mountpoint: str, attempts: int) -> bool:
@@ -471,15 +502,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         return show(mountpoints, watch=args.watch, as_json=args.json)
     except OSError as exc:
         raise UsageError(f"cannot read the status of {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"a mount's status file is not valid JSON: {exc}") from None
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
     try:
         pid = int(read_status(mountpoint)["pid"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
         raise UsageError(f"{mountpoint} is not a running kithara-fs mount ({exc})") from None
-    os.kill(pid, signal.SIGHUP)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise UsageError(f"cannot signal the mount's daemon (pid {pid}): {exc.strerror}") from None
     print(f"kithara-fs: asked the mount at {mountpoint} (pid {pid}) to re-read its config")
     return 0
 

@@ -246,7 +246,7 @@ def _parse_path(raw: str, where: str) -> tuple[str, ...]:
     parts = raw.split("/")
     if parts[0] == CONTROL_DIR:
         raise ConfigError(f"{where}: {CONTROL_DIR!r} is reserved for the mount's status")
-    if parts[-1] == PLAYLIST_NAME:
+    if PLAYLIST_NAME in parts:
         raise ConfigError(f"{where}: {PLAYLIST_NAME!r} is reserved for generated playlists")
     for part in parts:
         if part == "":

@@ -162,7 +162,6 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     Attributes:
         registry: the tree and its streams.
-        read_timeout: the budget of a blocking read, in seconds.
     """
 
     supports_dot_lookup = True
@@ -172,7 +171,6 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
     def __init__(self, registry: Registry) -> None:
         super().__init__()
         self.registry = registry
-        self.read_timeout = registry.settings.read_timeout
         self._handles: dict[int, _Handle] = {}
         self._virtual: dict[int, _VirtualHandle] = {}
         # The size each file last had in a reply: the kernel may cache it for ATTR_TIMEOUT.
@@ -274,7 +272,10 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         if self._reported_size.get(inode, node.source.length) != node.source.length:
             # The origin published a new version: the kernel's cached size is stale. Only
             # attributes are dropped (no page lock is taken), so this is safe inside open.
-            pyfuse3.invalidate_inode(inode, attr_only=True)
+            try:
+                pyfuse3.invalidate_inode(inode, attr_only=True)
+            except OSError as exc:
+                log.debug("attributes of inode %d not invalidated: %s", inode, exc)
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = _Handle(node, stream, bool(flags & os.O_NONBLOCK))
@@ -304,7 +305,8 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         # One deadline per read, fixed on arrival; O_NONBLOCK readers get no wait at all.
-        budget = 0.0 if handle.nonblocking else self.read_timeout
+        # Read from the settings each time: a reload may have changed it.
+        budget = 0.0 if handle.nonblocking else self.registry.settings.read_timeout
         outcome = await handle.stream.try_read(off, size, Deadline.after(budget))
         if isinstance(outcome, Bytes):
             return outcome.data
@@ -317,7 +319,7 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
                 "%s: no bytes at offset %d within %.0f s; answering EAGAIN",
                 handle.node.source.shown,
                 off,
-                self.read_timeout,
+                budget,
             )
         elif outcome.reason is PendingReason.VARIANT_CHANGE:
             log.error("%s: variant change reached the FUSE layer", handle.node.source.shown)

@@ -139,12 +139,16 @@ class Registry:
                 removed.append((node.parent.inode, node.name))
                 if not self._open_by_node.get(node):
                     self._nodes.pop(node.inode, None)
+        # Empty folders go before new streams are placed, so a path that turns from a
+        # folder into a file (or back) never meets the old node.
+        removed += self._prune(self.root)
         added = 0
         self._store.clear_pins()
         for stream in settings.streams:
             kept = current.get(stream.path)
             if kept is not None and not kept.removed:
                 source = kept.source
+                source.readahead_seconds = stream.readahead_seconds or settings.readahead_seconds
             else:
                 folder = self._folder(stream.path[:-1])
                 source = self._source(stream)
@@ -154,7 +158,6 @@ class Registry:
                 added += 1
             if stream.pin:
                 source.entry.set_pinned(True)
-        removed += self._prune(self.root)
         self._add_virtual_files(self.root)
         return Change(removed, added)
 
@@ -169,12 +172,13 @@ class Registry:
         return change
 
     def _source(self, stream: StreamConfig) -> ProgressiveSource:
+        readahead = stream.readahead_seconds or self.settings.readahead_seconds
         source = self._sources.get(stream.url)
         if source is None:
-            readahead = stream.readahead_seconds or self.settings.readahead_seconds
             entry = self._store.entry(stream.url)
             source = ProgressiveSource(stream.url, self._http, entry, readahead)
             self._sources[stream.url] = source
+        source.readahead_seconds = readahead
         return source
 
     def _folder(self, parts: tuple[str, ...]) -> DirNode:
@@ -191,16 +195,20 @@ class Registry:
         return folder
 
     def _prune(self, folder: DirNode) -> list[tuple[int, str]]:
-        """Drop folders left without streams; returns the names removed."""
+        """Drop folders left without streams (and their playlists); returns names removed."""
         removed: list[tuple[int, str]] = []
         for name, child in list(folder.children.items()):
-            if isinstance(child, DirNode) and name != CONTROL_DIR:
+            if isinstance(child, DirNode) and not self._is_control(child):
                 removed += self._prune(child)
                 if not any(isinstance(c, FileNode | DirNode) for c in child.children.values()):
                     del folder.children[name]
-                    self._nodes.pop(child.inode, None)
+                    for gone in (child, *child.children.values()):
+                        self._nodes.pop(gone.inode, None)
                     removed.append((folder.inode, name))
         return removed
+
+    def _is_control(self, folder: DirNode) -> bool:
+        return folder.parent is self.root and folder.name == CONTROL_DIR
 
     def _add_virtual_files(self, folder: DirNode) -> None:
         """An index.m3u8 in every folder, and .kithara/status.json at the root."""
@@ -210,7 +218,7 @@ class Registry:
             folder.children[PLAYLIST_NAME] = playlist
             self._nodes[playlist.inode] = playlist
         for child in folder.children.values():
-            if isinstance(child, DirNode) and child.name != CONTROL_DIR:
+            if isinstance(child, DirNode) and not self._is_control(child):
                 self._add_virtual_files(child)
         if folder is self.root and CONTROL_DIR not in folder.children:
             control = DirNode(self._new_inode(), CONTROL_DIR, folder)

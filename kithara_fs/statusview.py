@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -35,9 +36,16 @@ def kithara_mounts(mounts_file: str = "/proc/mounts") -> list[str]:
         for line in f:
             fields = line.split()
             if len(fields) >= 3 and fields[2] == "fuse.kithara":
-                # /proc/mounts escapes blanks and backslashes as octal.
-                found.append(fields[1].encode().decode("unicode_escape"))
+                found.append(_unescape(fields[1]))
     return found
+
+
+def _unescape(field: str) -> str:
+    """/proc/mounts writes blanks, tabs, newlines and backslashes as octal (\\040 …); the rest
+    of the path is its raw bytes, which may be UTF-8."""
+    raw = os.fsencode(field)
+    unescaped = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), raw)
+    return os.fsdecode(unescaped)
 
 
 def read_status(mountpoint: str) -> dict[str, Any]:

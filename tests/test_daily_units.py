@@ -101,3 +101,23 @@ def test_rich_table_shows_brackets_as_text() -> None:
     console.print(rich_table("/m", status))
     text = console.export_text()
     assert "[live]/a.mp3" in text and "[##########] 100%" in text, text
+
+
+def test_mount_table_paths_are_unescaped_as_bytes(tmp_path: Path) -> None:
+    table = tmp_path / "mounts"
+    table.write_bytes("kithara-fs /home/me/Str\u00f6me\\040x fuse.kithara ro 0 0\n".encode())
+    assert kithara_mounts(str(table)) == ["/home/me/Str\u00f6me x"]
+
+
+def test_log_filter_survives_odd_urls_and_redacts(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from kithara_fs.cli import _RedactUrls
+
+    logger = logging.getLogger("kithara_fs.test_filter")
+    caplog.handler.addFilter(_RedactUrls())
+    with caplog.at_level(logging.INFO, logger="kithara_fs.test_filter"):
+        logger.info("see http://h:8000), and http://u:pw@h/a?token=x.")
+        logger.info("bad port http://h:99999999/x")
+    assert "pw" not in caplog.text and "token" not in caplog.text
+    assert "http://h/a?<redacted>." in caplog.text

@@ -185,3 +185,30 @@ async def test_listing_waits_one_metadata_budget_in_all(
         assert trio.current_time() - start == pytest.approx(5)  # not 10 x 5 s
         origin.release()
         nursery.cancel_scope.cancel()
+
+
+async def test_reload_turns_a_folder_into_a_file_and_back(tmp_path: Path) -> None:
+    origin = FakeOrigin(DATA)
+
+    def config(streams: list[dict[str, object]], readahead: float = 30) -> object:
+        return parse_config({"cache": {"dir": str(tmp_path)},
+                             "mount": {"readahead_seconds": readahead}, "stream": streams})
+
+    before = config([{"path": "a/b.mp3", "url": "http://o/b"},
+                     {"path": "x/.kithara/c.mp3", "url": "http://o/c"}])  # fmt: skip
+    async with HttpClient(transport=origin.transport()) as http, trio.open_nursery() as nursery:
+        registry = Registry(before, http, CacheStore(tmp_path), Scheduler(nursery), nursery)  # type: ignore[arg-type]
+        fs = KitharaOperations(registry)
+        # A nested .kithara is an ordinary folder: it has a playlist like any other.
+        await lookup_path(fs, "x", ".kithara", "index.m3u8")
+        old_dir = (await lookup_path(fs, "a")).st_ino
+        change = registry.reload(config([{"path": "a", "url": "http://o/b"}], readahead=5))  # type: ignore[arg-type]
+        assert (ROOT_INODE, "a") in change.removed and (ROOT_INODE, "x") in change.removed
+        file_a = await lookup_path(fs, "a")
+        assert file_a.st_ino != old_dir and file_a.st_mode == 0o100444
+        assert registry.node(old_dir) is None, "the old folder and its playlist are gone"
+        node = registry.node(file_a.st_ino)
+        assert node is not None and node.source.readahead_seconds == 5  # type: ignore[union-attr]
+        registry.reload(config([{"path": "a/b.mp3", "url": "http://o/b"}]))  # type: ignore[arg-type]
+        assert (await lookup_path(fs, "a", "b.mp3")).st_mode == 0o100444
+        nursery.cancel_scope.cancel()

@@ -67,7 +67,10 @@ class CacheStore:
 
     def clear_pins(self) -> None:
         """Forget every pin (before the config's pins are applied again)."""
-        self.index.clear_pins()
+        try:
+            self.index.clear_pins()
+        except sqlite3.Error as exc:  # the index is best effort; pins are set again below
+            log.warning("cache index: pins not cleared: %s", exc)
         for entry in self._entries.values():
             entry.pinned = False
 
