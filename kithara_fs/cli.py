@@ -34,7 +34,6 @@ from . import __version__
 from .cache import CacheStore
 from .config import (
     CONTROL_DIR,
-    DEFAULT_READ_TIMEOUT,
     Settings,
     StreamConfig,
     load_config,
@@ -586,4 +585,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     os.rmdir(mountpoint)
 
 
-__all__ = ["DEFAULT_READ_TIMEOUT", "main", "render_tree", "run_mount"]
+__all__ = ["main", "render_tree", "run_mount"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kithara_fs.cache import CacheStore, EntryMeta
+from kithara_fs.cache import CacheEntry, CacheStore, EntryMeta
 from kithara_fs.errors import CacheError
 
 URL = "http://origin.test/a.flac"
@@ -37,6 +37,15 @@ def reopen(stores: list[CacheStore], path: Path, max_size: int | None = None) ->
     return open_store(stores, path, max_size)
 
 
+async def entry_with_bytes(store: CacheStore, data: bytes = b"x" * 10) -> CacheEntry:
+    """The test URL's entry at version META, holding ``data`` at offset 0, flushed."""
+    entry = store.entry(URL)
+    entry.set_meta(META)
+    entry.write(0, data)
+    await entry.flush()
+    return entry
+
+
 async def test_bytes_and_ranges_survive_a_reload(stores: list[CacheStore], tmp_path: Path) -> None:
     entry = open_store(stores, tmp_path).entry(URL)
     assert entry.meta is None and entry.cached_bytes() == 0
@@ -61,10 +70,7 @@ async def test_unflushed_ranges_are_not_on_disk(stores: list[CacheStore], tmp_pa
 
 
 async def test_layout_is_versioned(stores: list[CacheStore], tmp_path: Path) -> None:
-    entry = open_store(stores, tmp_path).entry(URL)
-    entry.set_meta(META)
-    entry.write(0, b"x" * 10)
-    await entry.flush()
+    entry = await entry_with_bytes(open_store(stores, tmp_path))
     assert (tmp_path / "v2" / "index.sqlite3").exists()
     assert entry.data_path.is_relative_to(tmp_path / "v2" / "data")
     db = sqlite3.connect(tmp_path / "v2" / "index.sqlite3")
@@ -78,10 +84,7 @@ async def test_new_version_drops_old_bytes_at_once(
     stores: list[CacheStore], tmp_path: Path
 ) -> None:
     store = open_store(stores, tmp_path)
-    entry = store.entry(URL)
-    entry.set_meta(META)
-    entry.write(0, b"x" * 10)
-    await entry.flush()
+    entry = await entry_with_bytes(store)
     entry.set_meta(EntryMeta(length=1000, etag='"v2"'))
     assert entry.read(0, 10) is None and entry.cached_bytes() == 0
     row = store.index.get(URL)
@@ -95,11 +98,7 @@ async def test_new_version_drops_old_bytes_at_once(
 async def test_damaged_row_is_a_logged_miss(
     stores: list[CacheStore], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = open_store(stores, tmp_path)
-    entry = store.entry(URL)
-    entry.set_meta(META)
-    entry.write(0, b"x" * 10)
-    await entry.flush()
+    await entry_with_bytes(open_store(stores, tmp_path))
     db = sqlite3.connect(tmp_path / "v2" / "index.sqlite3")
     db.execute("UPDATE resources SET ranges = '[[0, 5000]]'")  # beyond the length
     db.commit()
@@ -124,10 +123,7 @@ async def test_damaged_database_is_moved_aside(
 async def test_truncated_data_file_is_a_miss(
     stores: list[CacheStore], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    entry = open_store(stores, tmp_path).entry(URL)
-    entry.set_meta(META)
-    entry.write(0, b"x" * 100)
-    await entry.flush()
+    entry = await entry_with_bytes(open_store(stores, tmp_path), b"x" * 100)
     entry.close()
     entry.data_path.write_bytes(b"x" * 10)
     again = reopen(stores, tmp_path).entry(URL)
