@@ -32,6 +32,11 @@ DEFAULT_READAHEAD_SECONDS = 30.0
 # days of podcasts, small next to today's disks (issue: "default 2 GiB").
 DEFAULT_MAX_SIZE = 2 * 1024**3
 SUPPORTED_SCHEMES = ("http", "https")
+# A live HLS file starts this many segments behind the live edge: the distance players use
+# (RFC 8216 §6.3.3 says no closer than three target durations), so a segment being written
+# at the origin is never the one asked for first.
+DEFAULT_LIVE_START_SEGMENTS = 3
+STREAM_KINDS = ("file", "hls")
 # Names the mount generates itself: a playlist in every folder, its status folder at the root.
 PLAYLIST_NAME = "index.m3u8"
 CONTROL_DIR = ".kithara"
@@ -53,12 +58,16 @@ class StreamConfig:
         url: the http(s) URL of the audio file.
         pin: download it whole in the background and never evict it.
         readahead_seconds: this stream's read-ahead, overriding the mount's.
+        kind: "file" (one progressive file) or "hls" (a folder of the programme's files).
+        live_start_segments: how many segments behind the live edge a live file starts.
     """
 
     path: tuple[str, ...]
     url: str
     pin: bool = False
     readahead_seconds: float | None = None
+    kind: str = "file"
+    live_start_segments: int = DEFAULT_LIVE_START_SEGMENTS
 
     @property
     def display_path(self) -> str:
@@ -93,7 +102,7 @@ class Settings:
 _TOP_KEYS = {"cache", "mount", "stream"}
 _CACHE_KEYS = {"dir", "max_size"}
 _MOUNT_KEYS = {"read_timeout", "metadata_timeout", "readahead_seconds", "mountpoint"}
-_STREAM_KEYS = {"path", "url", "pin", "readahead_seconds"}
+_STREAM_KEYS = {"path", "url", "pin", "readahead_seconds", "kind", "live_start_segments"}
 
 
 def load_config(path: str | os.PathLike[str]) -> Settings:
@@ -213,11 +222,27 @@ def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:
     readahead = None
     if "readahead_seconds" in table:
         readahead = _positive_number(table, "readahead_seconds", 0, source, f"{label}: ")
+    url = _parse_url(table["url"], f"{source}: {label}: url")
+    kind = table.get("kind")
+    if kind is None:
+        suffix = urlsplit(url).path.lower().rsplit(".", 1)[-1]
+        kind = "hls" if suffix in ("m3u8", "m3u") else "file"
+    elif kind not in STREAM_KINDS:
+        raise ConfigError(f"{source}: {label}: kind: must be one of {', '.join(STREAM_KINDS)}, "
+                          f"not {kind!r}")  # fmt: skip
+    if kind == "hls" and pin:
+        raise ConfigError(f"{source}: {label}: pin: not supported for HLS programmes")
+    live_start = table.get("live_start_segments", DEFAULT_LIVE_START_SEGMENTS)
+    if isinstance(live_start, bool) or not isinstance(live_start, int) or live_start < 1:
+        raise ConfigError(f"{source}: {label}: live_start_segments: must be a whole number "
+                          f"of at least 1, not {live_start!r}")  # fmt: skip
     return StreamConfig(
         path=_parse_path(table["path"], f"{source}: {label}: path"),
-        url=_parse_url(table["url"], f"{source}: {label}: url"),
+        url=url,
         pin=pin,
         readahead_seconds=readahead,
+        kind=kind,
+        live_start_segments=live_start,
     )
 
 
@@ -289,9 +314,10 @@ def _check_tree(streams: tuple[StreamConfig, ...], source: str) -> None:
         for depth in range(1, len(stream.path)):
             prefix = stream.path[:depth]
             if prefix in files:
+                what = "HLS folder" if streams[files[prefix] - 1].kind == "hls" else "file"
                 raise ConfigError(
-                    f"{label}: {'/'.join(prefix)!r} is the file of stream {files[prefix]}"
-                    " and cannot also be a folder"
+                    f"{label}: {'/'.join(prefix)!r} is the {what} of stream {files[prefix]}"
+                    " and cannot hold other streams"
                 )
             folders.setdefault(prefix, index)
         files[stream.path] = index

@@ -5,7 +5,8 @@ Owns the one exception hierarchy every layer raises. The tree:
     KitharaError
     ├── ConfigError            the TOML file is invalid (CLI: exit code 2)
     ├── OriginError            the origin failed for real, after retries (EIO)
-    │   └── RemoteChangedError the remote object changed under an open handle (ESTALE)
+    │   ├── RemoteChangedError the remote object changed under an open handle (ESTALE)
+    │   └── PlaylistError      an HLS playlist or key is malformed or unusable (EIO)
     ├── SeekPastEndError       a read starts strictly beyond a known length (EINVAL)
     └── CacheError             the disk cache could not be used (callers treat it as a miss)
 
@@ -42,6 +43,10 @@ class OriginError(KitharaError):
 
 class RemoteChangedError(OriginError):
     """The origin now serves a different version (ETag, Last-Modified or length changed)."""
+
+
+class PlaylistError(OriginError):
+    """An HLS playlist (or its key) cannot be used: malformed, hostile or unsupported."""
 
 
 class SeekPastEndError(KitharaError):

@@ -36,8 +36,19 @@ from .errors import (
     RemoteChangedError,
     SeekPastEndError,
 )
-from .registry import ROOT_INODE, DirNode, FileNode, Node, Registry, VirtualNode
-from .stream import Bytes, Eof, Pending, PendingReason, Stream
+from .registry import (
+    ROOT_INODE,
+    DirNode,
+    FeedNode,
+    FileNode,
+    Handle,
+    Node,
+    ProgrammeNode,
+    Registry,
+    StreamNode,
+    VirtualNode,
+)
+from .stream import Bytes, Eof, Pending, PendingReason
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +94,7 @@ _XATTRS = {
     b"user.kithara.etag": "etag",
     b"user.kithara.content_type": "content_type",
     b"user.kithara.error": "error",
+    b"user.kithara.variant": "variant",
 }
 
 
@@ -135,7 +147,7 @@ class _Handle:
 
     __slots__ = ("node", "stream", "nonblocking", "poll_handle", "watching")
 
-    def __init__(self, node: FileNode, stream: Stream, nonblocking: bool) -> None:
+    def __init__(self, node: StreamNode, stream: Handle, nonblocking: bool) -> None:
         self.node = node
         self.stream = stream
         self.nonblocking = nonblocking
@@ -203,6 +215,12 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             attr.st_mode = stat.S_IFDIR | 0o555
             attr.st_nlink = 2 + sum(isinstance(c, DirNode) for c in node.children.values())
             attr.st_size = 0
+        elif isinstance(node, FeedNode):
+            # Sequential and of unknown length: size 0, read like a pipe until EOF.
+            attr.st_mode = stat.S_IFREG | 0o444
+            attr.st_nlink = 1
+            attr.st_size = 0
+            attr.attr_timeout = CHANGING_ATTR_TIMEOUT
         elif isinstance(node, VirtualNode):
             attr.st_mode = stat.S_IFREG | 0o444
             attr.st_nlink = 1
@@ -226,6 +244,7 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_boundary
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
+        await self.registry.expand(parent_inode)
         node = self.registry.lookup(parent_inode, os.fsdecode(name))
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -241,6 +260,7 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_boundary
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        await self.registry.expand(fh)
         folder = self._node(fh)
         assert isinstance(folder, DirNode)
         entries = sorted(folder.children.items())
@@ -268,6 +288,12 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             self._next_fh += 1
             self._virtual[fh] = _VirtualHandle(node.render())
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
+        if isinstance(node, FeedNode):
+            feed = await self.registry.open_feed(node)
+            fh = self._next_fh
+            self._next_fh += 1
+            self._handles[fh] = _Handle(node, feed, bool(flags & os.O_NONBLOCK))
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
         stream = await self.registry.open(node)
         if self._reported_size.get(inode, node.source.length) != node.source.length:
             # The origin published a new version: the kernel's cached size is stale. Only
@@ -306,7 +332,9 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             raise pyfuse3.FUSEError(errno.EBADF)
         # One deadline per read, fixed on arrival; O_NONBLOCK readers get no wait at all.
         # Read from the settings each time: a reload may have changed it.
-        budget = 0.0 if handle.nonblocking else self.registry.settings.read_timeout
+        budget = 0.0
+        if not handle.nonblocking:
+            budget = max(self.registry.settings.read_timeout, handle.stream.min_wait)
         outcome = await handle.stream.try_read(off, size, Deadline.after(budget))
         if isinstance(outcome, Bytes):
             return outcome.data
@@ -317,12 +345,12 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         if outcome.reason is PendingReason.NOT_READY and not handle.nonblocking:
             log.warning(
                 "%s: no bytes at offset %d within %.0f s; answering EAGAIN",
-                handle.node.source.shown,
+                handle.stream.shown,
                 off,
                 budget,
             )
         elif outcome.reason is PendingReason.VARIANT_CHANGE:
-            log.error("%s: variant change reached the FUSE layer", handle.node.source.shown)
+            log.error("%s: variant change reached the FUSE layer", handle.stream.shown)
         raise pyfuse3.FUSEError(code)
 
     @_boundary
@@ -358,21 +386,24 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_boundary
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        node = self._node(inode)
-        key = _XATTRS.get(name)
-        if isinstance(node, FileNode) and key is not None:
-            value = self.registry.stream_status(node)[key]
-            if value is not None:
-                return str(value).encode()
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        value = self._xattrs(self._node(inode)).get(name)
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
 
     @_boundary
     async def listxattr(self, inode: int, ctx: Any) -> Sequence[bytes]:
-        node = self._node(inode)
-        if not isinstance(node, FileNode):
-            return ()
+        return list(self._xattrs(self._node(inode)))
+
+    def _xattrs(self, node: Node) -> dict[bytes, bytes]:
+        if isinstance(node, ProgrammeNode):
+            # A programme whose playlists failed shows why on its folder.
+            return {b"user.kithara.error": node.error.encode()} if node.error else {}
+        if not isinstance(node, FileNode | FeedNode):
+            return {}
         status = self.registry.stream_status(node)
-        return [name for name, key in _XATTRS.items() if status[key] is not None]
+        return {name: str(status[key]).encode() for name, key in _XATTRS.items()
+                if status.get(key) is not None}  # fmt: skip
 
     # -- the file system -------------------------------------------------------------------
 

@@ -124,6 +124,14 @@ class ResourceInfo:
         return True
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """A small resource read whole, and the URL it came from after redirects."""
+
+    data: bytes
+    url: str
+
+
 @dataclass
 class Body:
     """An open response body positioned at ``start``.
@@ -216,6 +224,55 @@ class HttpClient:
                 return None
             return body.info
 
+    async def fetch(self, url: str, limit: int) -> Fetched:
+        """GET a small resource whole (a playlist, a key), retrying transient failures.
+
+        The body is never logged. Raises OriginError when it is not 200, or larger than
+        ``limit`` bytes (read no further than that).
+        """
+        shown = redact_url(url)
+        backoff = Backoff(self.policy)
+        while True:
+            retry_after: float | None = None
+            try:
+                async with self._client.stream("GET", url) as response:
+                    status = response.status_code
+                    if status == 200:
+                        data = bytearray()
+                        async for chunk in response.aiter_bytes():
+                            data += chunk
+                            if len(data) > limit:
+                                raise OriginError(shown, f"larger than {limit} bytes")
+                        return Fetched(bytes(data), str(response.url))
+                    error = OriginError(
+                        shown, f"HTTP {status}", transient=status in _TRANSIENT_STATUSES
+                    )
+                    retry_after = _retry_after(response)
+            except httpx.InvalidURL as exc:
+                raise OriginError(shown, f"invalid URL: {exc}") from exc
+            except _HTTPX_ERRORS as exc:
+                error = OriginError(shown, _describe(exc), transient=True)
+            if not error.transient:
+                raise error
+            await backoff.pause(error, retry_after)
+
+    async def tail(self, url: str, count: int, limit: int) -> tuple[int, bytes]:
+        """The resource's length and its last ``count`` bytes, in one suffix-range GET.
+
+        An origin that ignores Range sends the whole body; it is read (up to ``limit``
+        bytes) and its end kept.
+        """
+        async with self.open_range(url, -count) as body:
+            data = bytearray()
+            async for chunk in body.chunks():
+                data += chunk
+                if len(data) > limit:
+                    raise OriginError(redact_url(url), f"larger than {limit} bytes")
+            length = body.info.length
+            if length is None:
+                raise OriginError(redact_url(url), "origin does not report the length")
+            return length, bytes(data[-count:])
+
     @asynccontextmanager
     async def open_range(
         self,
@@ -229,6 +286,8 @@ class HttpClient:
     ) -> AsyncIterator[Body]:
         """Open ``bytes=start-end`` (inclusive end, open-ended when None), retrying transients.
 
+        A negative ``start`` asks for the last ``-start`` bytes (a suffix range).
+
         With ``expected``, the request carries If-Range and the answer is checked against
         it: a different version raises :class:`RemoteChangedError`.
 
@@ -237,7 +296,8 @@ class HttpClient:
             RemoteChangedError: the origin serves a different version than ``expected``.
         """
         shown = redact_url(url)
-        headers = {"Range": f"bytes={start}-{'' if end is None else end}"}
+        spec = f"-{-start}" if start < 0 else f"{start}-{'' if end is None else end}"
+        headers = {"Range": f"bytes={spec}"}
         if expected is not None and (validator := expected.if_range()):
             headers["If-Range"] = validator
         headers.update(conditions or {})
@@ -300,6 +360,8 @@ def _interpret(
         if match is None:
             raise OriginError(url, "206 answer without a usable Content-Range")
         first, complete = int(match.group(1)), match.group(3)
+        if start < 0 and complete != "*":
+            start = max(0, int(complete) + start)  # a suffix range: ends at the last byte
         if first != start:
             raise OriginError(url, f"asked for byte {start}, origin sent from {first}")
         info = _info(response, None if complete == "*" else int(complete))

@@ -25,13 +25,16 @@ import trio
 from .budget import Deadline
 from .cache import CacheStore
 from .config import CONTROL_DIR, Settings, StreamConfig
-from .errors import OriginError
+from .errors import KitharaError, OriginError
 from .net import HttpClient
 from .playlists import PLAYLIST_NAME, PlaylistEntry
 from .playlists import render as render_playlist
 from .scheduler import Reader, Scheduler
-from .sources import ProgressiveSource
-from .stream import Stream
+from .sources import ByteSource, ProgressiveSource
+from .sources.feed import SegmentFeed, Throughput
+from .sources.hls import Programme, ProgrammeFile
+from .sources.segments import SegmentFetcher
+from .stream import SequentialStream, Stream
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ ROOT_INODE = 1
 # A pinned download that failed is tried again after this long: soon enough to finish while
 # the machine is online, rare enough not to hammer an origin that is down.
 PIN_RETRY_DELAY = 30.0
+# A programme whose playlists failed to load is tried again on the next listing after this
+# long (as a failed size probe is).
+PROGRAMME_RETRY_AFTER = 30.0
 
 
 @dataclass(eq=False)
@@ -50,13 +56,42 @@ class DirNode:
 
 
 @dataclass(eq=False)
+class ProgrammeNode(DirNode):
+    """The folder of an HLS programme; its files appear once its playlists are loaded."""
+
+    config: StreamConfig | None = None
+    programme: Programme | None = None
+    loaded: trio.Event = field(default_factory=trio.Event)
+    loading: bool = False
+    error: str | None = None
+    failed_at: float = -math.inf
+    removed: bool = False
+    # One estimate per programme: `auto` files opened later start from what earlier ones saw.
+    throughput: Throughput = field(default_factory=Throughput)
+
+
+@dataclass(eq=False)
 class FileNode:
     inode: int
     name: str
     parent: DirNode
     config: StreamConfig
-    source: ProgressiveSource
+    source: ByteSource
     # Set when a reload dropped the stream: lookups no longer find it, open handles go on.
+    removed: bool = False
+    # For the files of an HLS programme: which entry of the folder it is.
+    hls: ProgrammeFile | None = None
+
+
+@dataclass(eq=False)
+class FeedNode:
+    """A sequential file of an HLS programme: a live variant, or `auto`."""
+
+    inode: int
+    name: str
+    parent: ProgrammeNode
+    config: StreamConfig
+    hls: ProgrammeFile
     removed: bool = False
 
 
@@ -70,7 +105,9 @@ class VirtualNode:
     render: Callable[[], bytes]
 
 
-Node = DirNode | FileNode | VirtualNode
+Node = DirNode | FileNode | FeedNode | VirtualNode
+StreamNode = FileNode | FeedNode
+Handle = Stream | SequentialStream
 
 STATUS_FILE = "status.json"
 
@@ -112,12 +149,15 @@ class Registry:
         self._last_inode = ROOT_INODE
         self.root = DirNode(ROOT_INODE, "", None)
         self._nodes: dict[int, Node] = {ROOT_INODE: self.root}
-        self._streams: set[Stream] = set()
-        self._open_by_node: dict[FileNode, set[Stream]] = {}
+        self._streams: set[Handle] = set()
+        self._open_by_node: dict[StreamNode, set[Handle]] = {}
         # One source per URL: paths that share a URL share its bytes, its version and its
         # downloads, so a version change is seen by every handle on it.
-        self._sources: dict[str, ProgressiveSource] = {}
-        self._pinned: set[ProgressiveSource] = set()
+        self._sources: dict[str, ByteSource] = {}
+        self._pinned: set[ByteSource] = set()
+        self._fetcher = SegmentFetcher(http)
+        # The feed each sequential file's newest handle reads (for status).
+        self._feeds: dict[FeedNode, SegmentFeed] = {}
         self._apply(settings)
 
     def _new_inode(self) -> int:
@@ -130,25 +170,45 @@ class Registry:
         """Make the tree match ``settings``, keeping the nodes (inodes) of unchanged streams."""
         self.settings = settings
         wanted = {stream.path: stream for stream in settings.streams}
-        current = {self._path_of(node): node for node in self.files()}
+        current: dict[tuple[str, ...], FileNode | ProgrammeNode] = {
+            self._path_of(node): node for node in self._configured()
+        }
         removed: list[tuple[int, str]] = []
         for path, node in current.items():
             if wanted.get(path) != node.config:
+                assert node.parent is not None
                 node.removed = True
                 del node.parent.children[node.name]
                 removed.append((node.parent.inode, node.name))
-                if not self._open_by_node.get(node):
-                    self._nodes.pop(node.inode, None)
+                self._forget(node)
         # Empty folders go before new streams are placed, so a path that turns from a
         # folder into a file (or back) never meets the old node.
         removed += self._prune(self.root)
         added = 0
         self._store.clear_pins()
         for stream in settings.streams:
+            readahead = stream.readahead_seconds or settings.readahead_seconds
             kept = current.get(stream.path)
+            if isinstance(kept, ProgrammeNode) and not kept.removed:
+                assert kept.programme is not None
+                kept.programme.readahead_seconds = readahead
+                continue
             if kept is not None and not kept.removed:
+                assert isinstance(kept, FileNode)
                 source = kept.source
-                source.readahead_seconds = stream.readahead_seconds or settings.readahead_seconds
+                source.readahead_seconds = readahead
+            elif stream.kind == "hls":
+                folder = self._folder(stream.path[:-1])
+                programme = Programme(stream.url, stream.display_path, self._fetcher,
+                                      self._store, self._sources, readahead)  # fmt: skip
+                folder.children[stream.path[-1]] = ProgrammeNode(
+                    self._new_inode(), stream.path[-1], folder, config=stream, programme=programme
+                )
+                self._nodes[folder.children[stream.path[-1]].inode] = folder.children[
+                    stream.path[-1]
+                ]
+                added += 1
+                continue
             else:
                 folder = self._folder(stream.path[:-1])
                 source = self._source(stream)
@@ -171,7 +231,26 @@ class Registry:
         self.start_probes()
         return change
 
-    def _source(self, stream: StreamConfig) -> ProgressiveSource:
+    def _configured(self) -> list[FileNode | ProgrammeNode]:
+        """The nodes the config names: plain files and programme folders (not their files)."""
+        return [
+            node for node in self._nodes.values()
+            if (isinstance(node, ProgrammeNode) or isinstance(node, FileNode) and node.hls is None)
+            and not node.removed
+        ]  # fmt: skip
+
+    def _forget(self, node: Node) -> None:
+        """Drop a removed node (and a programme's files) unless a handle still reads it."""
+        if isinstance(node, ProgrammeNode):
+            for child in list(node.children.values()):
+                if isinstance(child, FileNode | FeedNode):
+                    child.removed = True
+                self._forget(child)
+        elif isinstance(node, FileNode | FeedNode) and self._open_by_node.get(node):
+            return
+        self._nodes.pop(node.inode, None)
+
+    def _source(self, stream: StreamConfig) -> ByteSource:
         readahead = stream.readahead_seconds or self.settings.readahead_seconds
         source = self._sources.get(stream.url)
         if source is None:
@@ -198,9 +277,12 @@ class Registry:
         """Drop folders left without streams (and their playlists); returns names removed."""
         removed: list[tuple[int, str]] = []
         for name, child in list(folder.children.items()):
+            if isinstance(child, ProgrammeNode):
+                continue
             if isinstance(child, DirNode) and not self._is_control(child):
                 removed += self._prune(child)
-                if not any(isinstance(c, FileNode | DirNode) for c in child.children.values()):
+                if not any(isinstance(c, FileNode | DirNode | FeedNode)
+                           for c in child.children.values()):  # fmt: skip
                     del folder.children[name]
                     for gone in (child, *child.children.values()):
                         self._nodes.pop(gone.inode, None)
@@ -212,6 +294,8 @@ class Registry:
 
     def _add_virtual_files(self, folder: DirNode) -> None:
         """An index.m3u8 in every folder, and .kithara/status.json at the root."""
+        if isinstance(folder, ProgrammeNode):
+            return  # its files come from the programme's playlists
         if PLAYLIST_NAME not in folder.children:
             playlist = VirtualNode(self._new_inode(), PLAYLIST_NAME, folder,
                                    lambda: self.playlist(folder))  # fmt: skip
@@ -228,9 +312,9 @@ class Registry:
             self._nodes[control.inode] = control
             self._nodes[status.inode] = status
 
-    def _path_of(self, node: FileNode | DirNode) -> tuple[str, ...]:
+    def _path_of(self, node: FileNode | FeedNode | DirNode) -> tuple[str, ...]:
         parts: list[str] = []
-        current: FileNode | DirNode | None = node
+        current: FileNode | FeedNode | DirNode | None = node
         while current is not None and current is not self.root:
             parts.append(current.name)
             current = current.parent
@@ -254,24 +338,94 @@ class Registry:
     def files(self) -> list[FileNode]:
         return [n for n in self._nodes.values() if isinstance(n, FileNode) and not n.removed]
 
+    def feeds(self) -> list[FeedNode]:
+        return [n for n in self._nodes.values() if isinstance(n, FeedNode) and not n.removed]
+
     def playlist(self, folder: DirNode) -> bytes:
-        """The folder's audio, and its subfolders', in path order, as an M3U8 playlist."""
+        """The folder's audio, and its subfolders', in path order, as an M3U8 playlist.
+
+        An HLS programme contributes its `best` file (its only variant when it has one).
+        """
         base = len(self._path_of(folder))
         entries = []
         for node in sorted(self.files(), key=self._path_of):
             path = self._path_of(node)
-            if path[:base] == self._path_of(folder):
+            listed = node.hls is None or node.hls.role == "best" or (
+                node.hls.role == "variant" and "best" not in {
+                    c.hls.role for c in node.parent.children.values()
+                    if isinstance(c, FileNode | FeedNode) and c.hls is not None
+                }
+            )
+            if listed and path[:base] == self._path_of(folder):
                 rate = node.source.byte_rate()
                 length = node.source.length
                 seconds = length / rate if rate and length else None
                 entries.append(PlaylistEntry(path[base:], node.name.rsplit(".", 1)[0], seconds))
         return render_playlist(entries)
 
+    # -- programmes ------------------------------------------------------------------------
+
+    async def expand(self, inode: int) -> None:
+        """Make sure a programme folder lists its files (waiting at most the metadata budget)."""
+        folder = self._nodes.get(inode)
+        if not isinstance(folder, ProgrammeNode):
+            return
+        self._start_loading(folder)
+        with trio.move_on_after(self.settings.metadata_timeout):
+            await folder.loaded.wait()
+
+    def _start_loading(self, folder: ProgrammeNode) -> None:
+        if folder.loading or folder.loaded.is_set() or folder.removed:
+            return
+        if trio.current_time() - folder.failed_at < PROGRAMME_RETRY_AFTER:
+            return
+        folder.loading = True
+        self._nursery.start_soon(self._load, folder)
+
+    async def _load(self, folder: ProgrammeNode) -> None:
+        assert folder.programme is not None and folder.config is not None
+        try:
+            files = await folder.programme.load()
+        except KitharaError as exc:
+            reason = exc.reason if isinstance(exc, OriginError) else str(exc)
+            folder.error = reason
+            folder.failed_at = trio.current_time()
+            log.warning("%s: HLS programme not available: %s", folder.config.display_path,
+                        exc)  # fmt: skip
+            return
+        except Exception:
+            folder.error = "internal error"
+            folder.failed_at = trio.current_time()
+            log.exception("%s: internal error loading the programme", folder.config.display_path)
+            return
+        finally:
+            folder.loading = False
+        if folder.removed:
+            return
+        folder.error = None
+        for file in files:
+            node: FileNode | FeedNode
+            if file.source is not None:
+                node = FileNode(self._new_inode(), file.name, folder, folder.config, file.source,
+                                hls=file)  # fmt: skip
+                self._probe(node)
+            else:
+                node = FeedNode(self._new_inode(), file.name, folder, folder.config, file)
+            folder.children[node.name] = node
+            self._nodes[node.inode] = node
+        log.info("%s: HLS programme with %d file(s)", folder.config.display_path, len(files))
+        folder.loaded.set()
+
+    def programmes(self) -> list[ProgrammeNode]:
+        return [n for n in self._nodes.values() if isinstance(n, ProgrammeNode) and not n.removed]
+
     # -- sizes -----------------------------------------------------------------------------
 
     def start_probes(self) -> None:
         """Learn, in the background, the size of every file the cache does not know yet,
-        and download pinned files whole."""
+        and download pinned files whole. HLS programmes load their playlists."""
+        for folder in self.programmes():
+            self._start_loading(folder)
         for node in self.files():
             if node.config.pin and node.source not in self._pinned:
                 self._pinned.add(node.source)
@@ -338,10 +492,31 @@ class Registry:
         self._open_by_node.setdefault(node, set()).add(stream)
         return stream
 
-    def close(self, node: FileNode, stream: Stream) -> None:
+    async def open_feed(self, node: FeedNode) -> SequentialStream:
+        """A new handle on a live or `auto` file: its own feed, fetching from now on."""
+        folder = node.parent
+        assert folder.programme is not None
+        feed = SegmentFeed(
+            folder.programme,
+            node.hls.feed,
+            live=node.hls.live,
+            start_behind=node.config.live_start_segments,
+            readahead_seconds=folder.programme.readahead_seconds,
+            throughput=folder.throughput,
+            label="/".join(self._path_of(node)),
+        )
+        stream = SequentialStream(feed)
+        self._nursery.start_soon(stream.run)
+        self._feeds[node] = feed
+        self._streams.add(stream)
+        self._open_by_node.setdefault(node, set()).add(stream)
+        return stream
+
+    def close(self, node: StreamNode, stream: Handle) -> None:
         stream.close()
         self._streams.discard(stream)
-        node.source.entry.readers -= 1
+        if isinstance(node, FileNode):
+            node.source.entry.readers -= 1
         handles = self._open_by_node.get(node)
         if handles is not None:
             handles.discard(stream)
@@ -350,7 +525,7 @@ class Registry:
                 if node.removed:  # a reload dropped it; the last handle is gone now
                     self._nodes.pop(node.inode, None)
 
-    def notify_when_readable(self, stream: Stream, notify: Callable[[], None]) -> None:
+    def notify_when_readable(self, stream: Handle, notify: Callable[[], None]) -> None:
         """Call ``notify`` (a poll handle's) once ``stream`` can be read without waiting."""
 
         async def watch() -> None:
@@ -364,8 +539,10 @@ class Registry:
 
     # -- status ----------------------------------------------------------------------------
 
-    def stream_status(self, node: FileNode) -> dict[str, Any]:
+    def stream_status(self, node: StreamNode) -> dict[str, Any]:
         """What a person wants to know about one stream (also its extended attributes)."""
+        if isinstance(node, FeedNode):
+            return self._feed_status(node)
         source = node.source
         entry = source.entry
         length = source.length
@@ -374,7 +551,7 @@ class Registry:
         streams = self._open_by_node.get(node, set())
         if streams and rate:
             ahead = max(source.first_missing(s.timeline.resume_at) - s.timeline.resume_at
-                        for s in streams)  # fmt: skip
+                        for s in streams if isinstance(s, Stream))  # fmt: skip
             buffered = round(max(0, ahead) / rate, 1)
         if self.scheduler.active(source):
             state = "downloading"
@@ -398,10 +575,44 @@ class Registry:
             "etag": meta.etag if meta else None,
             "content_type": meta.content_type if meta else None,
             "error": None if source.last_error is None else source.last_error.reason,
+            "variant": node.hls.variant if node.hls else None,
+            "live": False if node.hls else None,
+        }
+
+    def _feed_status(self, node: FeedNode) -> dict[str, Any]:
+        feed = self._feeds.get(node)
+        streams = self._open_by_node.get(node, set())
+        if feed is not None and feed.error is not None:
+            state = "error"
+        elif streams:
+            state = "streaming"
+        else:
+            state = "idle"
+        return {
+            "path": "/".join(self._path_of(node)),
+            "url": node.parent.programme.shown if node.parent.programme else None,
+            "state": state,
+            "size": None,
+            "cached_bytes": 0,
+            "download_rate": 0,
+            "buffered_seconds": None,
+            "readers": len(streams),
+            "pinned": False,
+            "etag": None,
+            "content_type": None,
+            "error": None if feed is None or feed.error is None else str(feed.error),
+            "variant": feed.variant if feed is not None else node.hls.feed[-1].stem,
+            "live": node.hls.live,
         }
 
     def status(self) -> dict[str, Any]:
-        streams = [self.stream_status(node) for node in sorted(self.files(), key=self._path_of)]
+        nodes: list[StreamNode] = [*self.files(), *self.feeds()]
+        streams = [self.stream_status(node) for node in sorted(nodes, key=self._path_of)]
+        streams += [
+            {"path": "/".join(self._path_of(p)), "url": p.programme.shown, "state": "error",
+             "error": p.error}
+            for p in self.programmes() if p.error is not None and p.programme is not None
+        ]  # fmt: skip
         states = [s["state"] for s in streams]
         summary = f"{len(streams)} streams, {states.count('downloading')} downloading"
         if states.count("error"):

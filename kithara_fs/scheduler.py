@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .errors import KitharaError
-from .sources import ProgressiveSource
+from .sources import ByteSource
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Cursor:
         done: it has finished, failed or been cancelled.
     """
 
-    source: ProgressiveSource
+    source: ByteSource
     pos: int
     target: int
     generation: int
@@ -62,7 +62,7 @@ class Reader:
     several cursors; they are all released together when the handle seeks or closes.
     """
 
-    source: ProgressiveSource
+    source: ByteSource
     cursors: list[Cursor] = field(default_factory=list)
     # The latest download failure of one of its cursors, for the next read that needs bytes,
     # and when it happened (trio clock).
@@ -84,7 +84,7 @@ class Scheduler:
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        self._cursors: dict[ProgressiveSource, list[Cursor]] = {}
+        self._cursors: dict[ByteSource, list[Cursor]] = {}
 
     def demand(self, reader: Reader, offset: int, end: int) -> Cursor:
         """Make sure some download is heading for the missing bytes of ``[offset, end)``."""
@@ -135,13 +135,13 @@ class Scheduler:
             if not cursor.owners and not cursor.done:
                 cursor.scope.cancel()
 
-    def active(self, source: ProgressiveSource) -> int:
+    def active(self, source: ByteSource) -> int:
         """Number of downloads running for ``source`` (for status and tests)."""
         return sum(1 for c in self._cursors.get(source, ()) if not c.done)
 
     # -- internals -------------------------------------------------------------------------
 
-    def _joinable(self, source: ProgressiveSource, need: int) -> Cursor | None:
+    def _joinable(self, source: ByteSource, need: int) -> Cursor | None:
         for cursor in self._cursors.get(source, ()):
             if cursor.done or cursor.generation != source.generation:
                 continue
@@ -155,7 +155,7 @@ class Scheduler:
             reader.cursors.append(cursor)
             cursor.owners.add(reader)
 
-    def _start(self, source: ProgressiveSource, start: int, target: int) -> Cursor:
+    def _start(self, source: ByteSource, start: int, target: int) -> Cursor:
         cursor = Cursor(source=source, pos=start, target=target, generation=source.generation)
         self._cursors.setdefault(source, []).append(cursor)
         self._nursery.start_soon(self._run, cursor)

@@ -27,7 +27,8 @@ from .bitrate import TAIL_BYTES
 from .budget import Deadline
 from .errors import OriginError, RemoteChangedError, SeekPastEndError
 from .scheduler import Reader, Scheduler
-from .sources import ProgressiveSource
+from .sources import ByteSource
+from .sources.feed import SegmentFeed
 
 # What poll() promises is readable: one FUSE read request (the kernel's default max_read), so
 # a reader woken by poll gets a whole request without EAGAIN instead of spinning.
@@ -117,12 +118,15 @@ class Stream:
         generation: the source version this handle opened; a newer one means ESTALE.
     """
 
-    def __init__(self, source: ProgressiveSource, scheduler: Scheduler) -> None:
+    def __init__(self, source: ByteSource, scheduler: Scheduler) -> None:
         self.source = source
         self.scheduler = scheduler
         self.timeline = Timeline()
         self.generation = source.generation
         self.reader = Reader(source)
+        self.shown = source.shown
+        # Seekable files need no wait beyond the caller's budget.
+        self.min_wait = 0.0
 
     async def try_read(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome:
         """Read ``size`` bytes at ``offset``, waiting for downloads until ``deadline``.
@@ -210,3 +214,59 @@ class Stream:
     def _check_version(self) -> None:
         if self.generation != self.source.generation:
             raise RemoteChangedError(self.source.shown, "remote changed while open")
+
+
+class SequentialStream:
+    """One open handle on a sequential feed (a live programme, or `auto`), read like a pipe.
+
+    The file is nonseekable, so reads arrive in order; a read returns what has arrived (at
+    least one byte), waits while nothing has, and is Eof once the feed ended and drained.
+    """
+
+    def __init__(self, feed: SegmentFeed) -> None:
+        self.feed = feed
+        self.shown = feed.label
+        self.flushing = False
+        self.position = 0
+        self._scope = trio.CancelScope()
+
+    @property
+    def min_wait(self) -> float:
+        return self.feed.min_wait
+
+    async def run(self) -> None:
+        """The feed's fetching task; ends when the handle closes."""
+        with self._scope:
+            await self.feed.run()
+
+    async def try_read(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome:
+        """Bytes at ``offset`` as soon as any are there, waiting until ``deadline``.
+
+        Raises:
+            KitharaError: the feed failed after its retries.
+        """
+        while True:
+            if self.flushing:
+                return Pending(PendingReason.SEEK_PENDING)
+            data = self.feed.read(offset, size)
+            if data is not None:
+                self.position = offset + len(data)
+                return Bytes(data) if data else Eof(offset)
+            if deadline.expired:
+                return Pending(PendingReason.NOT_READY)
+            await self.feed.changed.wait(deadline)
+
+    def readable(self) -> bool:
+        return self.flushing or self.feed.has_data_at(self.position)
+
+    async def wait_readable(self) -> None:
+        while not self.readable():
+            await self.feed.changed.wait(Deadline.never())
+
+    def interrupt(self) -> None:
+        self.flushing = True
+        self.feed.changed.notify()
+
+    def close(self) -> None:
+        self.interrupt()
+        self._scope.cancel()

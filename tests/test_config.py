@@ -87,7 +87,7 @@ BAD = {
     "file then folder": (
         '[[stream]]\npath = "a"\nurl = "http://h/a"\n'
         '[[stream]]\npath = "a/b.mp3"\nurl = "http://h/b"\n',
-        "stream 2 (a/b.mp3): path: 'a' is the file of stream 1 and cannot also be a folder",
+        "stream 2 (a/b.mp3): path: 'a' is the file of stream 1 and cannot hold other streams",
     ),
     "folder then file": (
         '[[stream]]\npath = "a/b.mp3"\nurl = "http://h/b"\n'

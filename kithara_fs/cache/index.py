@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS resources (
     pinned         INTEGER NOT NULL DEFAULT 0
 )
 """
+# Small documents remembered for offline use: HLS playlists and measured segment sizes,
+# keyed by what they describe. Added without a version bump: older indexes just lack rows.
+_DOCUMENTS = """
+CREATE TABLE IF NOT EXISTS documents (
+    name  TEXT PRIMARY KEY,
+    body  TEXT NOT NULL
+)
+"""
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class CacheIndex:
         if version not in (0, SCHEMA_VERSION):
             raise sqlite3.DatabaseError(f"index schema {version} is not {SCHEMA_VERSION}")
         self._db.execute(_SCHEMA)
+        self._db.execute(_DOCUMENTS)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -143,6 +152,18 @@ class CacheIndex:
                 int(pinned),
                 access,
             ),
+        )
+
+    def document(self, name: str) -> str | None:
+        row = self._db.execute("SELECT body FROM documents WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_document(self, name: str, body: str) -> None:
+        """Remember a document (one durable transaction); failures raise sqlite3.Error."""
+        self._db.execute(
+            "INSERT INTO documents (name, body) VALUES (?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET body = excluded.body",
+            (name, body),
         )
 
     def touch(self, url: str) -> None:

@@ -65,6 +65,21 @@ class CacheStore:
             self._entries[url] = found
         return found
 
+    def document(self, name: str) -> str | None:
+        """A remembered document (playlist text, segment sizes), or None."""
+        try:
+            return self.index.document(name)
+        except sqlite3.Error as exc:
+            log.warning("cache index: document not read: %s", exc)
+            return None
+
+    def save_document(self, name: str, body: str) -> None:
+        """Remember a document; a failure only costs a refetch after the next mount."""
+        try:
+            self.index.save_document(name, body)
+        except sqlite3.Error as exc:
+            log.warning("cache index: document not saved: %s", exc)
+
     def clear_pins(self) -> None:
         """Forget every pin (before the config's pins are applied again)."""
         try:

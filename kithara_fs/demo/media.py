@@ -67,6 +67,11 @@ _FALLBACK_BLOCKS = [
 ]
 
 
+def lavfi_signal(duration: float) -> str:
+    """The test signal as an ffmpeg ``-f lavfi`` input (for callers that encode it themselves)."""
+    return f"aevalsrc=exprs={_LEFT}|{_RIGHT}:c=stereo:s={SAMPLE_RATE}:d={duration:g}"
+
+
 def ffmpeg_available() -> bool:
     """Whether an ffmpeg executable is on PATH."""
     return shutil.which("ffmpeg") is not None
@@ -117,7 +122,7 @@ def generate(
 
 
 def _encode(name: str, out: Path, duration: float) -> None:
-    source = f"aevalsrc=exprs={_LEFT}|{_RIGHT}:c=stereo:s={SAMPLE_RATE}:d={duration:g}"
+    source = lavfi_signal(duration)
     quiet = ["-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     cmd = ["ffmpeg", *quiet, "-f", "lavfi", "-i", source, *_BITEXACT, *FORMATS[name], str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

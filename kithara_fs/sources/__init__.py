@@ -1,5 +1,6 @@
 """Sources: remote resources presented as byte spaces. Bytes only, never FUSE."""
 
-from .progressive import DownloadCursor, ProgressiveSource
+from .base import ByteSource, DownloadCursor
+from .progressive import ProgressiveSource
 
-__all__ = ["DownloadCursor", "ProgressiveSource"]
+__all__ = ["ByteSource", "DownloadCursor", "ProgressiveSource"]

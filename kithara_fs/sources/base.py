@@ -1,0 +1,188 @@
+"""What every source is to the layers above: a byte space with a length, cached bytes and downloads.
+
+Owns the machinery all sources share: the cache entry holding the bytes, the change signal
+readers wait on, the version generation, the one background size probe that ``ls`` may
+trigger, the read-ahead window, and the measured download rate. Subclasses say how the
+length is learnt (:meth:`ByteSource.ensure_info`) and how bytes are fetched
+(:meth:`ByteSource.download`).
+
+It must never speak FUSE or choose errnos, and never decide *when* to download (the
+scheduler does).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Protocol
+
+import trio
+
+from ..budget import ChangeSignal, Deadline
+from ..cache import CacheEntry
+from ..errors import OriginError
+from ..net import HttpClient, ResourceInfo, redact_url
+
+log = logging.getLogger(__name__)
+
+# Read-ahead for a file whose headers give no byte rate assumes CD audio (1411 kbit/s), the
+# highest rate common in the wild, so an unknown format still gets its full seconds ahead.
+FALLBACK_BYTE_RATE = 176_400
+# Read-ahead is never smaller than one kernel read request plus a little, nor so large that
+# one stream could fill the cache: 64 KiB .. 256 MiB.
+MIN_WINDOW = 64 * 1024
+MAX_WINDOW = 256 * 1024 * 1024
+# On open, the head and tail that players probe are fetched at once: 128 KiB covers ID3v2
+# without large cover art and the first frames; 64 KiB covers ID3v1/APE tags, the last Ogg
+# page and a short file's MP4 index. A player that wants more reads on as usual.
+PREFETCH_HEAD = 128 * 1024
+PREFETCH_TAIL = 64 * 1024
+# After a failed size probe, getattr answers "size 0" at once for this long instead of
+# probing (and making `ls` wait) again: an origin that is down stays down for a while.
+PROBE_RETRY_AFTER = 30.0
+# The download rate shown in status is averaged over this many seconds.
+RATE_WINDOW = 3.0
+
+
+class DownloadCursor(Protocol):
+    """The scheduler's handle on one running download.
+
+    ``pos`` is advanced by the download as bytes land; ``target`` is moved by the scheduler
+    as readers advance. The download stops once ``pos`` reaches ``target``.
+    """
+
+    pos: int
+    target: int
+
+
+class ByteSource:
+    """A remote resource presented as one byte space, its cached bytes and its downloads.
+
+    Attributes:
+        url: the resource URL (may carry credentials: log ``shown`` instead).
+        shown: the redacted URL.
+        entry: the cache entry holding its bytes.
+        changed: notified whenever bytes land, metadata arrives or a download ends.
+        generation: bumped when the origin's version changes; handles opened on an older
+            generation must fail with ESTALE rather than see the new bytes.
+        last_error: the most recent failure, for status displays.
+    """
+
+    def __init__(
+        self, url: str, http: HttpClient, entry: CacheEntry, readahead_seconds: float = 30.0
+    ) -> None:
+        self.url = url
+        self.readahead_seconds = readahead_seconds
+        self._byte_rate: float | None = None
+        self.shown = redact_url(url)
+        self.entry = entry
+        self.http = http
+        self.changed = ChangeSignal()
+        self.generation = 0
+        self.last_error: OriginError | None = None
+        self._probe_claimed = False
+        self._probe_lock = trio.Lock()
+        # When the current or latest background size probe started (trio clock), if ever.
+        self.probe_started: float | None = None
+        self._probe_failed_at: float | None = None
+        self._received: deque[tuple[float, int]] = deque()
+
+    # -- what subclasses provide ---------------------------------------------------------
+
+    async def ensure_info(self) -> ResourceInfo:
+        """Length and version, learnt from the origin once if the cache does not know them.
+
+        Raises:
+            OriginError: the origin cannot be reached, or the length cannot be learnt.
+        """
+        raise NotImplementedError
+
+    async def revalidate(self, deadline: Deadline) -> None:
+        """On open: check the cached version is still current (no-op by default)."""
+
+    def byte_rate(self) -> float | None:
+        """Bytes per second of audio, once known."""
+        return self._byte_rate
+
+    async def download(self, cursor: DownloadCursor) -> None:
+        """Fill the cache from ``cursor.pos`` until ``cursor.target``, the end, or failure."""
+        raise NotImplementedError
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    @property
+    def length(self) -> int | None:
+        meta = self.entry.meta
+        return None if meta is None else meta.length
+
+    @property
+    def probing(self) -> bool:
+        """A size probe is running, or claimed and about to run."""
+        return self._probe_claimed or self._probe_lock.locked()
+
+    def claim_probe(self) -> bool:
+        """Reserve the one background probe; False if the size is known or a probe is on."""
+        if self.length is not None or self.probing:
+            return False
+        failed = self._probe_failed_at
+        if failed is not None and trio.current_time() - failed < PROBE_RETRY_AFTER:
+            return False
+        self._probe_claimed = True
+        self.probe_started = trio.current_time()
+        return True
+
+    async def probe_in_background(self) -> None:
+        """Learn the size for getattr (after :meth:`claim_probe`); failures are logged."""
+        try:
+            await self.ensure_info()
+        except OriginError as exc:
+            self._probe_failed_at = trio.current_time()
+            log.warning("%s: size unknown: %s", self.shown, exc.reason)
+        finally:
+            self._probe_claimed = False
+            self.changed.notify()
+
+    async def wait_length(self, deadline: Deadline) -> int | None:
+        """The length, waiting until ``deadline`` for a probe in flight; None if unknown."""
+        while self.length is None and self.probing:
+            if not await self.changed.wait(deadline):
+                break
+        return self.length
+
+    # -- bytes -------------------------------------------------------------------------------
+
+    def read_cached(self, offset: int, size: int) -> bytes | None:
+        return self.entry.read(offset, size)
+
+    def first_missing(self, offset: int) -> int:
+        return self.entry.ranges.first_missing(offset)
+
+    def readahead_bytes(self) -> int:
+        """The read-ahead window: ``readahead_seconds`` of audio, in bytes."""
+        rate = self.byte_rate() or FALLBACK_BYTE_RATE
+        return int(min(MAX_WINDOW, max(MIN_WINDOW, rate * self.readahead_seconds)))
+
+    def probe_ranges(self) -> list[tuple[int, int]]:
+        """What players read before they play: the head and the tail of the file."""
+        length = self.length or 0
+        head = (0, min(length, PREFETCH_HEAD))
+        tail = (max(head[1], length - PREFETCH_TAIL), length)
+        return [span for span in (head, tail) if span[0] < span[1]]
+
+    @property
+    def accepts_ranges(self) -> bool:
+        meta = self.entry.meta
+        return meta is None or meta.accepts_ranges
+
+    def _note_received(self, size: int) -> None:
+        self.last_error = None
+        now = trio.current_time()
+        self._received.append((now, size))
+        while self._received and self._received[0][0] < now - RATE_WINDOW:
+            self._received.popleft()
+
+    def download_rate(self) -> float:
+        """Bytes per second received over the last few seconds."""
+        now = trio.current_time()
+        recent = sum(size for when, size in self._received if when >= now - RATE_WINDOW)
+        return recent / RATE_WINDOW
