@@ -61,8 +61,10 @@ class ProgrammeNode(DirNode):
 
     config: StreamConfig | None = None
     programme: Programme | None = None
-    loaded: trio.Event = field(default_factory=trio.Event)
+    loaded: bool = False
     loading: bool = False
+    # Set when the current (or latest) load attempt ends, however it ended.
+    attempt: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
     failed_at: float = -math.inf
     removed: bool = False
@@ -372,17 +374,26 @@ class Registry:
             return
         self._start_loading(folder)
         with trio.move_on_after(self.settings.metadata_timeout):
-            await folder.loaded.wait()
+            # A failed load is not waited for again until its retry is due.
+            await folder.attempt.wait()
 
     def _start_loading(self, folder: ProgrammeNode) -> None:
-        if folder.loading or folder.loaded.is_set() or folder.removed:
+        if folder.loading or folder.loaded or folder.removed:
             return
         if trio.current_time() - folder.failed_at < PROGRAMME_RETRY_AFTER:
             return
         folder.loading = True
+        folder.attempt = trio.Event()
         self._nursery.start_soon(self._load, folder)
 
     async def _load(self, folder: ProgrammeNode) -> None:
+        try:
+            await self._load_files(folder)
+        finally:
+            folder.loading = False
+            folder.attempt.set()
+
+    async def _load_files(self, folder: ProgrammeNode) -> None:
         assert folder.programme is not None and folder.config is not None
         try:
             files = await folder.programme.load()
@@ -398,8 +409,6 @@ class Registry:
             folder.failed_at = trio.current_time()
             log.exception("%s: internal error loading the programme", folder.config.display_path)
             return
-        finally:
-            folder.loading = False
         if folder.removed:
             return
         folder.error = None
@@ -414,7 +423,7 @@ class Registry:
             folder.children[node.name] = node
             self._nodes[node.inode] = node
         log.info("%s: HLS programme with %d file(s)", folder.config.display_path, len(files))
-        folder.loaded.set()
+        folder.loaded = True
 
     def programmes(self) -> list[ProgrammeNode]:
         return [n for n in self._nodes.values() if isinstance(n, ProgrammeNode) and not n.removed]
@@ -579,6 +588,16 @@ class Registry:
             "live": False if node.hls else None,
         }
 
+    def _programme_status(self, folder: ProgrammeNode) -> dict[str, Any]:
+        """A programme whose playlists could not be loaded: one line saying why."""
+        return {
+            "path": "/".join(self._path_of(folder)),
+            "url": folder.programme.shown if folder.programme else None,
+            "state": "error", "size": None, "cached_bytes": 0, "download_rate": 0,
+            "buffered_seconds": None, "readers": 0, "pinned": False, "etag": None,
+            "content_type": None, "error": folder.error, "variant": None, "live": None,
+        }  # fmt: skip
+
     def _feed_status(self, node: FeedNode) -> dict[str, Any]:
         feed = self._feeds.get(node)
         streams = self._open_by_node.get(node, set())
@@ -608,11 +627,7 @@ class Registry:
     def status(self) -> dict[str, Any]:
         nodes: list[StreamNode] = [*self.files(), *self.feeds()]
         streams = [self.stream_status(node) for node in sorted(nodes, key=self._path_of)]
-        streams += [
-            {"path": "/".join(self._path_of(p)), "url": p.programme.shown, "state": "error",
-             "error": p.error}
-            for p in self.programmes() if p.error is not None and p.programme is not None
-        ]  # fmt: skip
+        streams += [self._programme_status(p) for p in self.programmes() if p.error is not None]
         states = [s["state"] for s in streams]
         summary = f"{len(streams)} streams, {states.count('downloading')} downloading"
         if states.count("error"):

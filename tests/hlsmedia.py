@@ -71,13 +71,20 @@ def variants(out: Path, *, seconds: float, bitrates: list[str], fmp4: bool) -> P
     return programme
 
 
-def single(out: Path, *, seconds: float, byterange: bool = False) -> Programme:
+def single(
+    out: Path,
+    *,
+    seconds: float,
+    byterange: bool = False,
+    segment_seconds: int = SEGMENT_SECONDS,
+    audio: tuple[str, ...] = (),
+) -> Programme:
     """One media playlist of TS segments (or one TS file addressed with EXT-X-BYTERANGE)."""
     out.mkdir(parents=True)
     flags = ["-hls_flags", "single_file"] if byterange else [
         "-hls_segment_filename", "seg%d.ts"]  # fmt: skip
-    _ffmpeg(["-f", "lavfi", "-i", lavfi_signal(seconds), "-c:a", "aac", "-b:a", "96k",
-             "-f", "hls", "-hls_time", str(SEGMENT_SECONDS), "-hls_playlist_type", "vod",
+    _ffmpeg(["-f", "lavfi", "-i", lavfi_signal(seconds), *audio, "-c:a", "aac", "-b:a", "96k",
+             "-f", "hls", "-hls_time", str(segment_seconds), "-hls_playlist_type", "vod",
              *flags, "index.m3u8"], out)  # fmt: skip
     programme = Programme(_collect(out))
     if byterange:
@@ -113,3 +120,17 @@ def encrypt(cipher_dir: Path, plain: Programme, *, iv_in_tag: bool) -> Programme
     lines.append("#EXT-X-ENDLIST")
     files["index.m3u8"] = ("\n".join(lines) + "\n").encode()
     return Programme(files, {"index.m3u8": list(segments)})
+
+
+def media_playlist(segments: list[str], *, target: int, ended: bool,
+                   discontinuity_before: int | None = None) -> bytes:
+    """A media playlist listing ``segments`` (URIs), as a live origin would publish it."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{target}",
+             "#EXT-X-MEDIA-SEQUENCE:0"]  # fmt: skip
+    for index, uri in enumerate(segments):
+        if index == discontinuity_before:
+            lines.append("#EXT-X-DISCONTINUITY")
+        lines += [f"#EXTINF:{target}.0,", uri]
+    if ended:
+        lines.append("#EXT-X-ENDLIST")
+    return ("\n".join(lines) + "\n").encode()
