@@ -222,6 +222,7 @@ def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:
     readahead = None
     if "readahead_seconds" in table:
         readahead = _positive_number(table, "readahead_seconds", 0, source, f"{label}: ")
+    path = _parse_path(table["path"], f"{source}: {label}: path")
     url = _parse_url(table["url"], f"{source}: {label}: url")
     kind = table.get("kind")
     if kind is None:
@@ -237,7 +238,7 @@ def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:
         raise ConfigError(f"{source}: {label}: live_start_segments: must be a whole number "
                           f"of at least 1, not {live_start!r}")  # fmt: skip
     return StreamConfig(
-        path=_parse_path(table["path"], f"{source}: {label}: path"),
+        path=path,
         url=url,
         pin=pin,
         readahead_seconds=readahead,

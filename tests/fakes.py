@@ -46,13 +46,13 @@ class FakeOrigin:
         if self.stalled:
             await self.released.wait()
         if self.statuses:
-            return httpx.Response(self.statuses.pop(0), content=_body(b"unavailable"))
+            return httpx.Response(self.statuses.pop(0), content=streamed(b"unavailable"))
         headers = {"ETag": self.etag, "Accept-Ranges": "bytes"}
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", header or "")
         if_range = request.headers.get("If-Range")
         if match is None or (if_range is not None and if_range != self.etag):
             headers["Content-Length"] = str(len(self.data))
-            return httpx.Response(200, headers=headers, content=_body(self.data))
+            return httpx.Response(200, headers=headers, content=streamed(self.data))
         total = len(self.data)
         start = int(match.group(1))
         end = min(int(match.group(2) or total - 1), total - 1)
@@ -60,11 +60,11 @@ class FakeOrigin:
             return httpx.Response(416, headers={"Content-Range": f"bytes */{total}"})
         headers["Content-Range"] = f"bytes {start}-{end}/{total}"
         if self.short_body:
-            return httpx.Response(206, headers=headers, content=_body(b""))
-        return httpx.Response(206, headers=headers, content=_body(self.data[start : end + 1]))
+            return httpx.Response(206, headers=headers, content=streamed(b""))
+        return httpx.Response(206, headers=headers, content=streamed(self.data[start : end + 1]))
 
 
-async def _body(data: bytes) -> AsyncIterator[bytes]:
+async def streamed(data: bytes) -> AsyncIterator[bytes]:
     """A streamed body: httpx reads plain bytes content eagerly, so raw reads would fail."""
     for i in range(0, len(data), 65536):
         yield data[i : i + 65536]

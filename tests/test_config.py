@@ -10,6 +10,7 @@ import pytest
 
 from kithara_fs.cli import main
 from kithara_fs.config import DEFAULT_READ_TIMEOUT, load_config
+from kithara_fs.errors import ConfigError
 
 GOOD = """
 [cache]
@@ -143,3 +144,22 @@ def test_bad_config_from_the_real_command_has_no_traceback(tmp_path: Path) -> No
         assert done.returncode == 2
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
         assert "stream 1 (../x.mp3): path:" in done.stderr
+
+
+def test_hls_streams_are_recognised_and_checked(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, (
+        '[[stream]]\npath = "a"\nurl = "http://h/master.m3u8?token=1"\n'
+        '[[stream]]\npath = "b"\nurl = "http://h/play"\nkind = "hls"\nlive_start_segments = 5\n'
+        '[[stream]]\npath = "c.mp3"\nurl = "http://h/c.mp3"\n')))  # fmt: skip
+    assert [s.kind for s in settings.streams] == ["hls", "hls", "file"]
+    assert [s.live_start_segments for s in settings.streams] == [3, 5, 3]
+    for body, cause in [
+        ('url = "http://h/x"\nkind = "dash"', "kind: must be one of file, hls"),
+        ('url = "http://h/x.m3u8"\npin = true', "pin: not supported for HLS"),
+        ('url = "http://h/x.m3u8"\nlive_start_segments = 0', "live_start_segments: must be"),
+    ]:
+        with pytest.raises(ConfigError, match=cause):
+            load_config(write(tmp_path, f'[[stream]]\npath = "p"\n{body}\n'))
+    with pytest.raises(ConfigError, match="'p' is the HLS folder of stream 1"):
+        load_config(write(tmp_path, '[[stream]]\npath = "p"\nurl = "http://h/x.m3u8"\n'
+                                    '[[stream]]\npath = "p/q.mp3"\nurl = "http://h/q.mp3"\n'))
