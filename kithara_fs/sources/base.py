@@ -12,6 +12,7 @@ scheduler does).
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections import deque
 from typing import Protocol
@@ -55,7 +56,7 @@ class DownloadCursor(Protocol):
     target: int
 
 
-class ByteSource:
+class ByteSource(abc.ABC):
     """A remote resource presented as one byte space, its cached bytes and its downloads.
 
     Attributes:
@@ -89,24 +90,25 @@ class ByteSource:
 
     # -- what subclasses provide ---------------------------------------------------------
 
+    @abc.abstractmethod
     async def ensure_info(self) -> ResourceInfo:
         """Length and version, learnt from the origin once if the cache does not know them.
 
         Raises:
             OriginError: the origin cannot be reached, or the length cannot be learnt.
         """
-        raise NotImplementedError
 
     async def revalidate(self, deadline: Deadline) -> None:
         """On open: check the cached version is still current (no-op by default)."""
+        return None
 
     def byte_rate(self) -> float | None:
         """Bytes per second of audio, once known."""
         return self._byte_rate
 
+    @abc.abstractmethod
     async def download(self, cursor: DownloadCursor) -> None:
         """Fill the cache from ``cursor.pos`` until ``cursor.target``, the end, or failure."""
-        raise NotImplementedError
 
     # -- metadata ----------------------------------------------------------------------------
 
