@@ -21,7 +21,7 @@ import trio
 
 from ..budget import ChangeSignal, Deadline
 from ..cache import CacheEntry
-from ..errors import OriginError
+from ..errors import CacheError, OriginError
 from ..net import HttpClient, ResourceInfo, redact_url
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,19 @@ class ByteSource(abc.ABC):
     def accepts_ranges(self) -> bool:
         meta = self.entry.meta
         return meta is None or meta.accepts_ranges
+
+    def _keep(self, offset: int, chunk: bytes, cursor: DownloadCursor) -> int:
+        """Cache downloaded bytes at their offset, advance the cursor, wake readers.
+
+        Returns the offset just past the chunk. Raises CacheError when it cannot be stored.
+        """
+        if not self.entry.write(offset, chunk):
+            raise CacheError(f"{self.shown}: cannot store downloaded bytes")
+        end = offset + len(chunk)
+        cursor.pos = max(cursor.pos, end)
+        self._note_received(len(chunk))
+        self.changed.notify()
+        return end
 
     def _note_received(self, size: int) -> None:
         self.last_error = None

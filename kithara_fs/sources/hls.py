@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import trio
 
 from ..cache import CacheEntry, CacheStore, EntryMeta
-from ..errors import CacheError, OriginError, PlaylistError
+from ..errors import OriginError, PlaylistError
 from ..hls import (
     MasterPlaylist,
     MediaPlaylist,
@@ -335,14 +335,9 @@ class HlsVariantSource(ByteSource):
                     async for chunk in chunks:
                         if generation != self.generation:
                             return
-                        if not self.entry.write(offset, chunk):
-                            raise CacheError(f"{self.shown}: cannot store downloaded bytes")
-                        offset += len(chunk)
-                        cursor.pos = max(cursor.pos, offset)
-                        self._note_received(len(chunk))
+                        offset = self._keep(offset, chunk, cursor)
                         unflushed += len(chunk)
                         backoff.reset()
-                        self.changed.notify()
                         if offset >= cursor.target:
                             break
             except OriginError as exc:

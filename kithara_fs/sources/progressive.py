@@ -20,7 +20,7 @@ import trio
 from ..bitrate import HEAD_BYTES, TAIL_BYTES, bytes_per_second
 from ..budget import Deadline
 from ..cache import CacheEntry, EntryMeta
-from ..errors import CacheError, OriginError, RemoteChangedError
+from ..errors import OriginError, RemoteChangedError
 from ..net import Backoff, HttpClient, ResourceInfo
 from .base import FALLBACK_BYTE_RATE, PREFETCH_TAIL, ByteSource, DownloadCursor
 
@@ -181,14 +181,9 @@ class ProgressiveSource(ByteSource):
                         async for chunk in body.chunks():
                             if generation != self.generation:
                                 return
-                            if not self.entry.write(offset, chunk):
-                                raise CacheError(f"{self.shown}: cannot store downloaded bytes")
-                            offset += len(chunk)
-                            cursor.pos = max(cursor.pos, offset)
-                            self._note_received(len(chunk))
+                            offset = self._keep(offset, chunk, cursor)
                             unflushed += len(chunk)
                             backoff.reset()
-                            self.changed.notify()
                             if unflushed >= FLUSH_EVERY:
                                 unflushed = 0
                                 await self.entry.flush()
