@@ -16,7 +16,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import select
 import shutil
 import signal
@@ -41,11 +40,13 @@ from .config import (
 )
 from .errors import CacheError, ConfigError
 from .fs import KitharaOperations
-from .net import HttpClient, redact_url
+from .net import HttpClient
 from .notify import notify, watchdog_interval
+from .redact import redact_text, redact_url
 from .registry import STATUS_FILE, Registry
 from .scheduler import Scheduler
 from .statusview import kithara_mounts, read_status, show
+from .tasks import start_guarded
 
 log = logging.getLogger("kithara_fs")
 
@@ -137,36 +138,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _RedactUrls(logging.Filter):
-    """No secrets in logs: every URL in a message loses its credentials and query string.
+class RedactingFormatter(logging.Formatter):
+    """No secrets in logs: every URL in a finished log line, traceback and stack included,
+    loses its credentials and query string.
 
-    Our own messages already use redacted URLs; this also covers httpx's request lines.
+    Redacting the formatted text (not just the message) also covers tracebacks, which are
+    rendered after any filter has run, and httpx's own request lines.
     """
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-            redacted = _URL.sub(lambda m: redact_url(m.group(0)), message)
-        except Exception:  # a filter must never turn a log call into a crash
-            return True
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
-# A URL up to a blank, a quote or bracket, not counting trailing punctuation of the sentence.
-_URL = re.compile(r"https?://[^\s\"'<>()\[\]]+(?<![.,;:!?])")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT,
+                        stream=sys.stderr)  # fmt: skip
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _RedactUrls) for f in handler.filters):
-            handler.addFilter(_RedactUrls())
+        handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     # httpx logs every request at INFO; that is debugging detail for a filesystem.
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
     for name in ("httpx", "httpcore"):
@@ -282,7 +273,7 @@ def _default_log_file(mountpoint: str) -> Path:
 def _spawn_daemon(args: argparse.Namespace, mountpoint: str) -> int:
     """Re-run ourselves with --foreground, detached, and return once the mount answers."""
     log_file = Path(args.log_file) if args.log_file else _default_log_file(mountpoint)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
     command = [
         sys.executable, "-m", "kithara_fs", "--log-level", args.log_level,
@@ -291,7 +282,9 @@ def _spawn_daemon(args: argparse.Namespace, mountpoint: str) -> int:
     ]  # fmt: skip
     if args.allow_other:
         command.append("--allow-other")
-    with open(log_file, "ab") as log_stream:
+    # The log is the user's alone (0600), like everything else the daemon writes.
+    log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with open(log_fd, "ab") as log_stream:
         child = subprocess.Popen(
             command,
             pass_fds=(write_end,),
@@ -334,10 +327,9 @@ def run_mount(
     allow_other: bool = False,
 ) -> int:
     """Mount and serve until unmounted or signalled; returns the exit code."""
-    try:
-        settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cache folder {settings.cache_dir}: {exc.strerror}") from None
+    # Whatever the daemon creates is the user's alone, even where a path below forgets to
+    # say so: the cache holds credentials, tokens and decrypted media.
+    os.umask(0o077)
     try:
         store = CacheStore(settings.cache_dir, settings.max_size)
     except CacheError as exc:
@@ -398,9 +390,9 @@ async def _serve_in_nursery(
             raise UsageError(f"cannot mount at {mountpoint}: {exc}") from None
         try:
             registry.start_probes()
-            nursery.start_soon(store.run_evictions)
-            nursery.start_soon(_handle_signals, registry, store)
-            nursery.start_soon(_announce_ready, registry, on_ready)
+            start_guarded(nursery, "cache eviction", store.run_evictions)
+            start_guarded(nursery, "signals", _handle_signals, registry, store)
+            start_guarded(nursery, "readiness", _announce_ready, registry, on_ready)
             await pyfuse3.main()
         finally:
             notify("STOPPING=1")

@@ -41,6 +41,11 @@ STREAM_KINDS = ("file", "hls")
 PLAYLIST_NAME = "index.m3u8"
 CONTROL_DIR = ".kithara"
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+# No timeout or read-ahead may exceed a day: a larger value is a typo, and an infinite or NaN
+# one would make every read wait forever or fail (NaN compares false with everything).
+MAX_SECONDS = 86400.0
+# A cache bound beyond 1 PiB is a typo (and "inf" must not become an OverflowError).
+MAX_CACHE_SIZE = 1024**5
 
 
 def default_cache_dir() -> Path:
@@ -121,7 +126,7 @@ def load_config(path: str | os.PathLike[str]) -> Settings:
         data = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{name}: not UTF-8 text") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: a 4301-digit number
         raise ConfigError(f"{name}: invalid TOML: {exc}") from exc
     return parse_config(data, source=name)
 
@@ -196,8 +201,13 @@ def _positive_number(
         return default
     value = table[key]
     # bool is an int in Python; `read_timeout = true` is a mistake, not 1 second.
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{source}: {where}{key}: must be a positive number, not {value!r}")
+    # Compared before float(): a huge int would overflow it. `not 0 < x <= max` is also
+    # true for NaN, which every comparison calls false.
+    if not 0 < value <= MAX_SECONDS:
+        raise ConfigError(f"{source}: {where}{key}: must be a positive number of seconds up to "
+                          f"{MAX_SECONDS:.0f}, not {value!r}")  # fmt: skip
     return float(value)
 
 
@@ -249,19 +259,21 @@ def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:
 
 def _size(value: Any, where: str) -> int:
     """Bytes from an integer or a string with a binary unit: 500M, 2G, 1.5T."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_CACHE_SIZE:
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= 64:
         text = value.strip().upper().removesuffix("IB").removesuffix("B")
         unit = text[-1:] if text[-1:] in _SIZE_UNITS else ""
         number = text[: len(text) - len(unit)].strip()
         try:
-            size = int(float(number) * _SIZE_UNITS[unit])
+            scaled = float(number) * _SIZE_UNITS[unit]
         except ValueError:
-            size = 0
-        if size > 0:
-            return size
-    raise ConfigError(f"{where}: must be a positive size such as 2G or 500M, not {value!r}")
+            scaled = 0.0
+        # NaN and infinity fail this test too, before int() could raise on them.
+        if 1 <= scaled <= MAX_CACHE_SIZE:
+            return int(scaled)
+    raise ConfigError(f"{where}: must be a positive size such as 2G or 500M (at most 1024T), "
+                      f"not {value!r}")  # fmt: skip
 
 
 def _parse_path(raw: str, where: str) -> tuple[str, ...]:
@@ -286,6 +298,10 @@ def _parse_path(raw: str, where: str) -> tuple[str, ...]:
 
 def _parse_url(raw: str, where: str) -> str:
     url = raw.strip()
+    # urlsplit silently drops tabs, newlines and leading control characters, so a URL that
+    # parses fine could still carry them onto the wire: refuse them outright.
+    if any(ord(ch) < 33 or ord(ch) == 127 for ch in url):
+        raise ConfigError(f"{where}: contains a space or control character")
     try:
         parts = urlsplit(url)
         port = parts.port  # parsing the port validates it

@@ -10,11 +10,14 @@ Owns the one exception hierarchy every layer raises. The tree:
     ├── SeekPastEndError       a read starts strictly beyond a known length (EINVAL)
     └── CacheError             the disk cache could not be used (callers treat it as a miss)
 
-This module must never import pyfuse3 or httpx, and never choose an errno: the single
+This module must never import pyfuse3 or httpx, never hold an unredacted URL in an
+OriginError, and never choose an errno: the single
 exception-to-errno table lives next to the FUSE adapter (``fs.py``).
 """
 
 from __future__ import annotations
+
+from .redact import redact_text
 
 
 class KitharaError(Exception):
@@ -35,6 +38,9 @@ class OriginError(KitharaError):
     """
 
     def __init__(self, url: str, reason: str, *, transient: bool = False) -> None:
+        # Redacted here, once, for every path the message takes (logs, xattrs, status): the
+        # reason may quote a URL from a library's message or a redirect.
+        url, reason = redact_text(url), redact_text(reason)
         super().__init__(f"{url}: {reason}")
         self.url = url
         self.reason = reason

@@ -5,10 +5,10 @@ call the registry or a stream, build attributes, and map every outcome and excep
 reply. Every handler passes through :func:`_boundary`, so nothing but ``FUSEError`` ever
 leaves it (any other exception would end the whole mount).
 
-Handles on files not yet wholly cached are opened with ``direct_io``: each read reaches the
-daemon, so the read contract (EAGAIN, EINTR, EINVAL, whole reads) holds per call, and the
-kernel never zero-fills a short reply. Wholly cached files, where no read can wait, use the
-kernel's page cache. The tree is read-only; every write-type call is EROFS.
+Every handle is opened with ``direct_io``: each read reaches the daemon, so the read contract
+(EAGAIN, EINTR, EINVAL past the end, whole reads) holds per call on every file, wholly cached
+ones included, and the kernel never zero-fills a short reply. The tree is read-only; every
+write-type call is EROFS.
 
 It must never download, cache or decide what to fetch, and it must never import httpx.
 """
@@ -36,6 +36,8 @@ from .errors import (
     RemoteChangedError,
     SeekPastEndError,
 )
+from .procfd import DescriptorProbe, mount_id
+from .redact import redact_text
 from .registry import (
     ROOT_INODE,
     DirNode,
@@ -143,16 +145,30 @@ class _VirtualHandle:
 
 
 class _Handle:
-    """One open file: its stream, and the poll handle to wake (kernel gives a new one per poll)."""
+    """One open file: its stream, and the poll handle to wake (kernel gives a new one per poll).
 
-    __slots__ = ("node", "stream", "nonblocking", "poll_handle", "watching")
+    ``nonblocking`` starts as the flags at open and follows the opener's descriptor as
+    ``descriptor`` finds it at each read that would have to wait.
+    """
 
-    def __init__(self, node: StreamNode, stream: Handle, nonblocking: bool) -> None:
+    __slots__ = ("node", "stream", "nonblocking", "descriptor", "poll_handle", "watching")
+
+    def __init__(
+        self, node: StreamNode, stream: Handle, nonblocking: bool, descriptor: DescriptorProbe
+    ) -> None:
         self.node = node
         self.stream = stream
         self.nonblocking = nonblocking
+        self.descriptor = descriptor
         self.poll_handle: Any = None
         self.watching = False
+
+    def nonblocking_now(self) -> bool:
+        """Whether the reader wants EAGAIN instead of a wait, as its descriptor says now."""
+        current = self.descriptor.nonblocking()
+        if current is not None:
+            self.nonblocking = current
+        return self.nonblocking
 
     def wake_poller(self) -> None:
         self.watching = False
@@ -187,9 +203,9 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._virtual: dict[int, _VirtualHandle] = {}
         # The size each file last had in a reply: the kernel may cache it for ATTR_TIMEOUT.
         self._reported_size: dict[int, int] = {}
-        # The source version whose bytes the kernel's page cache may hold, per inode.
-        self._page_cache_generation: dict[int, int] = {}
         self._next_fh = 1
+        # Our mount's id in /proc (for the descriptors of readers), learnt at the first open.
+        self._mount_id: int | None = None
         self._uid = os.getuid()
         self._gid = os.getgid()
         self._mtime_ns = time.time_ns()
@@ -292,7 +308,7 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             feed = await self.registry.open_feed(node)
             fh = self._next_fh
             self._next_fh += 1
-            self._handles[fh] = _Handle(node, feed, bool(flags & os.O_NONBLOCK))
+            self._handles[fh] = self._new_handle(node, feed, flags, ctx)
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
         stream = await self.registry.open(node)
         if self._reported_size.get(inode, node.source.length) != node.source.length:
@@ -304,23 +320,18 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
                 log.debug("attributes of inode %d not invalidated: %s", inode, exc)
         fh = self._next_fh
         self._next_fh += 1
-        self._handles[fh] = _Handle(node, stream, bool(flags & os.O_NONBLOCK))
-        # A file wholly in the cache can never make a read wait or fail part-way, so the
-        # per-call contract needs no direct_io there: such opens use the kernel's page cache
-        # (read-ahead, and warm re-reads at memory speed). Pages are kept across opens only
-        # while the version they hold is still the current one.
-        page_cache = node.source.entry.is_complete()
-        generation = node.source.generation
-        # Pages exist only from earlier page-cache opens (direct_io reads leave none), so
-        # with no earlier one there is nothing stale to drop either.
-        keep = page_cache and self._page_cache_generation.get(inode, generation) == generation
-        if page_cache:
-            self._page_cache_generation[inode] = generation
-        else:
-            self._page_cache_generation.pop(inode, None)
-        return pyfuse3.FileInfo(
-            fh=fh, direct_io=not page_cache, keep_cache=keep, nonseekable=False
-        )
+        self._handles[fh] = self._new_handle(node, stream, flags, ctx)
+        # direct_io on every open, wholly cached files included: through the page cache the
+        # kernel answers a read past the end from i_size (0 bytes) without asking us, and
+        # the contract says EINVAL there, on every read of every file (DESIGN.md §2).
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
+
+    def _new_handle(self, node: StreamNode, stream: Handle, flags: int, ctx: Any) -> _Handle:
+        if self._mount_id is None and self.registry.mountpoint:
+            self._mount_id = mount_id(self.registry.mountpoint)
+        pid = int(getattr(ctx, "pid", 0) or 0)
+        descriptor = DescriptorProbe(pid, node.inode, self._mount_id)
+        return _Handle(node, stream, bool(flags & os.O_NONBLOCK), descriptor)
 
     @_boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -331,9 +342,15 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         # One deadline per read, fixed on arrival; O_NONBLOCK readers get no wait at all.
+        # Whether the reader is O_NONBLOCK matters only when the bytes are not there, and
+        # then it is what its descriptor says now (mpv clears O_NONBLOCK after opening).
         # Read from the settings each time: a reload may have changed it.
+        if handle.stream.answers_at_once(off, size):
+            nonblocking = handle.nonblocking  # no wait either way: no /proc look-up
+        else:
+            nonblocking = handle.nonblocking_now()
         budget = 0.0
-        if not handle.nonblocking:
+        if not nonblocking:
             budget = max(self.registry.settings.read_timeout, handle.stream.min_wait)
         outcome = await handle.stream.try_read(off, size, Deadline.after(budget))
         if isinstance(outcome, Bytes):
@@ -398,7 +415,7 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
     def _xattrs(self, node: Node) -> dict[bytes, bytes]:
         if isinstance(node, ProgrammeNode):
             # A programme whose playlists failed shows why on its folder.
-            return {b"user.kithara.error": node.error.encode()} if node.error else {}
+            return {b"user.kithara.error": redact_text(node.error).encode()} if node.error else {}
         if not isinstance(node, FileNode | FeedNode):
             return {}
         status = self.registry.stream_status(node)

@@ -32,8 +32,15 @@ MAX_KEY_BYTES = 64
 # One segment (or init section) larger than this is refused: a whole hour of 320 kbit/s
 # audio is 144 MB, so a larger EXT-X-BYTERANGE is a broken or hostile playlist.
 MAX_SEGMENT_BYTES = 1024**3
+# Variants and renditions a master playlist may list: real ones have under 20; each is a
+# playlist to fetch and a file to show, so hundreds would be a request storm.
+MAX_VARIANTS = 64
 # Segments the playlist may list: far beyond a day of 2 s segments, far below exhausting RAM.
 MAX_SEGMENTS = 200_000
+# EXT-X-TARGETDURATION beyond this is clamped: real programmes use 2-10 s (RFC 8216 §C
+# suggests 6), and the value sets how long a live read waits (two of them) and how long a
+# live playlist goes unreloaded, so a hostile 100000 must not hold a reader for days.
+MAX_TARGET_DURATION = 15.0
 AES_BLOCK = 16
 _SCHEMES = ("http", "https")
 _SAFE = re.compile(r"[^a-z0-9._-]+")
@@ -91,7 +98,7 @@ class MediaPlaylist:
 
     Attributes:
         url: the URL it was fetched from (after redirects), the base of relative URIs.
-        target_duration: EXT-X-TARGETDURATION in seconds (at least 1).
+        target_duration: EXT-X-TARGETDURATION in seconds (1 to MAX_TARGET_DURATION).
         segments: the segments in order.
         ended: EXT-X-ENDLIST is present (VOD, or a live programme that finished).
         fingerprint: a digest of the text, standing in for a version (an ETag).
@@ -187,7 +194,7 @@ def _master(parsed: m3u8.M3U8, url: str) -> MasterPlaylist:
         info = entry.stream_info
         variants.append(
             Variant(
-                uri=_checked_uri(entry.absolute_uri, url),
+                uri=_checked_uri(entry, url),
                 bandwidth=int(info.bandwidth or 0),
                 codecs=info.codecs or "",
             )
@@ -196,10 +203,13 @@ def _master(parsed: m3u8.M3U8, url: str) -> MasterPlaylist:
         if (media.type or "").upper() == "AUDIO" and media.uri:
             label = "-".join(x for x in (media.language, media.name) if x) or "audio"
             variants.append(
-                Variant(_checked_uri(media.absolute_uri, url), 0, "", label, rendition=True)
+                Variant(_checked_uri(media, url), 0, "", label, rendition=True)
             )
     if not variants:
         raise PlaylistError(url, "master playlist lists no variants")
+    if len(variants) > MAX_VARIANTS:
+        raise PlaylistError(url, f"master playlist lists {len(variants)} variants and "
+                            f"renditions (at most {MAX_VARIANTS})")  # fmt: skip
     return MasterPlaylist(url, tuple(variants))
 
 
@@ -207,8 +217,9 @@ def _media(parsed: m3u8.M3U8, url: str, fingerprint: str) -> MediaPlaylist:
     if len(parsed.segments) > MAX_SEGMENTS:
         raise PlaylistError(url, f"more than {MAX_SEGMENTS} segments")
     sequence = int(parsed.media_sequence or 0)
-    if sequence < 0:
-        raise PlaylistError(url, f"negative EXT-X-MEDIA-SEQUENCE {sequence}")
+    # RFC 8216 §4.3.3.2: a decimal-integer, at most 2**64 - 1 (it is also the AES IV).
+    if not 0 <= sequence < 2**64:
+        raise PlaylistError(url, f"EXT-X-MEDIA-SEQUENCE {sequence} is out of range")
     segments: list[Segment] = []
     part = 0
     previous_init: Resource | None = None
@@ -221,11 +232,11 @@ def _media(parsed: m3u8.M3U8, url: str, fingerprint: str) -> MediaPlaylist:
             raise PlaylistError(url, f"segment {number}: invalid duration {seg.duration!r}")
         key = _key(seg.key, url)
         iv = _iv(seg.key, number, url)
-        uri = _checked_uri(seg.absolute_uri, url)
+        uri = _checked_uri(seg, url)
         media = Resource(uri, _byterange(seg.byterange, uri, range_ends, url), key, iv)
         init = None
         if seg.init_section is not None:
-            init_uri = _checked_uri(seg.init_section.absolute_uri, url)
+            init_uri = _checked_uri(seg.init_section, url)
             init_range = _byterange(seg.init_section.byterange, init_uri, {}, url)
             # RFC 8216 §4.3.2.5: an encrypted init section needs an explicit IV; compare
             # init sections by what they are, not by the segment that carries them.
@@ -240,18 +251,30 @@ def _media(parsed: m3u8.M3U8, url: str, fingerprint: str) -> MediaPlaylist:
     if not math.isfinite(target) or target < 0:
         raise PlaylistError(url, f"invalid EXT-X-TARGETDURATION {parsed.target_duration!r}")
     target = max(1.0, target or max((s.duration for s in segments), default=1.0))
+    target = min(target, MAX_TARGET_DURATION)
     ended = bool(parsed.is_endlist)
     if ended and not segments:
         raise PlaylistError(url, "playlist has no segments")
     return MediaPlaylist(url, target, tuple(segments), ended, fingerprint)
 
 
-def _checked_uri(uri: str | None, playlist: str) -> str:
-    if not uri:
+def _checked_uri(entry: object, playlist: str) -> str:
+    """The absolute http(s) URL of a playlist entry (a segment, variant, key, map…)."""
+    try:
+        # m3u8 joins the URI with the playlist's own URL here, which can raise on junk.
+        found = getattr(entry, "absolute_uri", None)
+        uri = found if isinstance(found, str) else None
+        parts = urlsplit(uri) if uri is not None else None
+        host = parts.hostname if parts is not None else None
+    except ValueError as exc:
+        raise PlaylistError(playlist, f"unusable URI: {exc}") from None
+    if not uri or parts is None:
         raise PlaylistError(playlist, "entry without a URI")
-    scheme = urlsplit(uri).scheme.lower()
+    scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise PlaylistError(playlist, f"refusing {scheme or 'relative'!s}: URI (only http/https)")
+    if not host:
+        raise PlaylistError(playlist, "an entry's URI has no host")
     return uri
 
 
@@ -263,7 +286,7 @@ def _key(key: m3u8.Key | None, url: str) -> Key | None:
         return None
     if method != "AES-128":
         raise PlaylistError(url, f"encryption METHOD={method} is not supported (only AES-128)")
-    uri = _checked_uri(key.absolute_uri, url)
+    uri = _checked_uri(key, url)
     return Key(uri, _parse_iv(key.iv, url) if key.iv else None)
 
 

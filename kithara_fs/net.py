@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import logging
 import random
-import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import trio
 
+from . import headers
 from .errors import OriginError, RemoteChangedError
+from .redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +34,20 @@ USER_AGENT = "kithara-fs/0.1"
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Everything httpx raises for a failed exchange; InvalidURL and StreamError are not HTTPErrors.
 _HTTPX_ERRORS = (httpx.HTTPError, httpx.StreamError)
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """The URL without credentials or query string, safe for logs and extended attributes."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "<unparseable url>"
-    netloc = parts.hostname or ""
-    if port is not None:
-        netloc = f"{netloc}:{port}"
-    query = "<redacted>" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+# Failures that another try cannot mend: a redirect loop, a redirect (or URL) to a scheme other
+# than http(s), a URL httpx cannot even build. Retrying them only makes a request storm.
+_PERMANENT_ERRORS = (httpx.TooManyRedirects, httpx.UnsupportedProtocol, httpx.InvalidURL)
+# At most this many redirects per request (httpx allows 20; browsers about 20, curl 50 with
+# -L): real CDNs use one or two, so ten is generous and a loop ends quickly.
+MAX_REDIRECTS = 10
+# A connection that delivers no byte for this long while we wait on it is stalled: it is
+# abandoned and the download resumes on a new one at the first missing byte. Five seconds
+# is far beyond any healthy gap between TCP segments (a slow link trickles bytes, it does
+# not pause), and leaves a blocking reader (30 s budget) time for several replacements.
+STALL_TIMEOUT = 5.0
+# A host that did not answer a revalidation is taken to be offline for this long: opens of
+# cached files from it do not ask again (and so do not wait) until then.
+OFFLINE_MEMORY = 60.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,9 @@ class Body:
         start: offset in the resource of the first byte :meth:`chunks` yields. It equals the
             requested offset, except 0 when the origin ignored the Range header.
         info: what this response said about the resource.
+        expected_bytes: how many body bytes the answer promised (its Content-Range span, or
+            its Content-Length; None when it did not say): no byte beyond them is handed
+            out, and fewer is a transient failure.
     """
 
     start: int
@@ -147,18 +150,33 @@ class Body:
     _response: httpx.Response
     _url: str
     not_modified: bool = False
+    expected_bytes: int | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Raw body bytes (never content-decoded). A dropped connection is a transient error."""
+        """Raw body bytes (never content-decoded), never more than the answer promised.
+
+        A dropped or stalled connection, or a body that ends before the promised length, is
+        a transient error raised after every byte that did arrive was handed on.
+        """
+        received = 0
+        limit = self.expected_bytes
         try:
             # No re-chunking: every byte that arrived is handed on before a drop is noticed,
             # so a resumed request starts exactly where this one broke off.
             async for chunk in self._response.aiter_raw():
-                yield chunk
+                if limit is not None and received + len(chunk) > limit:
+                    chunk = chunk[: limit - received]
+                received += len(chunk)
+                if chunk:
+                    yield chunk
+                if limit is not None and received >= limit:
+                    return
         except _HTTPX_ERRORS as exc:
-            raise OriginError(
-                self._url, f"connection lost mid-body: {_describe(exc)}", transient=True
-            ) from exc
+            raise OriginError(self._url, f"connection lost mid-body after {received} bytes: "
+                              f"{_describe(exc)}", transient=True) from exc  # fmt: skip
+        if limit is not None and received < limit:
+            raise OriginError(self._url, f"body ended after {received} of {limit} bytes",
+                              transient=True)  # fmt: skip
 
 
 class HttpClient:
@@ -178,7 +196,7 @@ class HttpClient:
         self.policy = policy or RetryPolicy()
         # Per-phase socket timeouts only; the user-facing budget is the read deadline, which
         # the caller enforces with a cancel scope around the whole wait.
-        timeout = httpx.Timeout(connect=10.0, read=30.0, write=10.0, pool=30.0)
+        timeout = httpx.Timeout(connect=10.0, read=STALL_TIMEOUT, write=10.0, pool=30.0)
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections // 2
         )
@@ -186,9 +204,21 @@ class HttpClient:
             timeout=timeout,
             limits=limits,
             follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
             transport=transport,
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         )
+        # host -> when it last failed to answer (trio clock); cleared by any answer.
+        self._unreachable: dict[str, float] = {}
+
+    def note_unreachable(self, url: str) -> None:
+        """Remember that ``url``'s host did not answer (see :meth:`recently_unreachable`)."""
+        self._unreachable[_host(url)] = trio.current_time()
+
+    def recently_unreachable(self, url: str) -> bool:
+        """Whether ``url``'s host failed to answer within the last :data:`OFFLINE_MEMORY` s."""
+        since = self._unreachable.get(_host(url))
+        return since is not None and trio.current_time() - since < OFFLINE_MEMORY
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -248,10 +278,8 @@ class HttpClient:
                         shown, f"HTTP {status}", transient=status in _TRANSIENT_STATUSES
                     )
                     retry_after = _retry_after(response)
-            except httpx.InvalidURL as exc:
-                raise OriginError(shown, f"invalid URL: {exc}") from exc
             except _HTTPX_ERRORS as exc:
-                error = OriginError(shown, _describe(exc), transient=True)
+                error = _translate(shown, exc)
             if not error.transient:
                 raise error
             await backoff.pause(error, retry_after)
@@ -307,14 +335,14 @@ class HttpClient:
             try:
                 request = self._client.build_request("GET", url, headers=headers)
                 response = await self._client.send(request, stream=True)
-            except httpx.InvalidURL as exc:
-                raise OriginError(shown, f"invalid URL: {exc}") from exc
             except _HTTPX_ERRORS as exc:
-                error = OriginError(shown, _describe(exc), transient=True)
-                error.__cause__ = exc
+                error = _translate(shown, exc)
+                if not error.transient:
+                    raise error from exc
             else:
+                self._unreachable.pop(_host(url), None)
                 try:
-                    body = _interpret(response, shown, start, expected, bool(conditions))
+                    body = _interpret(response, shown, start, end, expected, bool(conditions))
                 except OriginError as exc:
                     await response.aclose()
                     if not exc.transient:
@@ -334,44 +362,68 @@ def _interpret(
     response: httpx.Response,
     url: str,
     start: int,
+    end: int | None,
     expected: ResourceInfo | None,
     conditional: bool = False,
 ) -> Body:
-    """Check a response to a ranged GET and say where its body starts."""
+    """Check a response to a ranged GET and say where its body starts and how long it is.
+
+    Only a 206 whose Content-Range is exactly the span asked for, or a 200 (the whole
+    resource, from byte 0), carries bytes. Everything else is an error, so an error page
+    can never be taken for content.
+    """
     status = response.status_code
     if status == 304 and conditional:
-        return Body(start, _info(response, None), response, url, not_modified=True)
+        return Body(start, _info(response, None), response, url, not_modified=True,
+                    expected_bytes=0)  # fmt: skip
     if status in _TRANSIENT_STATUSES:
         raise OriginError(url, f"HTTP {status}", transient=True)
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise OriginError(url, f"origin sent Content-Encoding {encoding!r} despite identity")
+        # Transient: a cache or proxy in the way may compress one answer and not the next;
+        # an origin that always does fails after the retries like any other.
+        raise OriginError(url, f"origin sent Content-Encoding {encoding!r} despite identity",
+                          transient=True)  # fmt: skip
     if status == 416:
-        match = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", ""))
-        total = int(match.group(1)) if match else None
+        total = headers.unsatisfied_length(response.headers.get("Content-Range"))
         if expected is not None and expected.length is not None and start < expected.length:
             raise RemoteChangedError(url, f"origin no longer has byte {start} (now {total})")
-        if total is not None and start >= total:
-            # Only a probe of an empty resource asks for bytes past the end on purpose.
-            return Body(start, _info(response, total), response, url)
-        raise OriginError(url, "HTTP 416 Range Not Satisfiable")
+        if total == 0 and start == 0:
+            # A probe of an empty resource: the length is all it learns; the 416's body (an
+            # error page, often) is never read.
+            return Body(start, _info(response, 0), response, url, expected_bytes=0)
+        shown_total = "an unknown length" if total is None else f"{total} bytes"
+        raise OriginError(url, f"HTTP 416: byte {start} is past the end ({shown_total})")
+    length_header = headers.content_length(response.headers.get("Content-Length"))
+    promised: int | None
     if status == 206:
-        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        if match is None:
-            raise OriginError(url, "206 answer without a usable Content-Range")
-        first, complete = int(match.group(1)), match.group(3)
-        if start < 0 and complete != "*":
-            start = max(0, int(complete) + start)  # a suffix range: ends at the last byte
-        if first != start:
-            raise OriginError(url, f"asked for byte {start}, origin sent from {first}")
-        info = _info(response, None if complete == "*" else int(complete))
+        span = headers.content_range(response.headers.get("Content-Range"))
+        if span is None:
+            raise OriginError(url, "206 answer without a usable Content-Range", transient=True)
+        if start < 0:
+            if span.total is None:
+                raise OriginError(url, "suffix range answered without the length")
+            start = max(0, span.total + start)  # a suffix range: ends at the last byte
+        if span.first != start:
+            raise OriginError(url, f"asked for byte {start}, origin sent from {span.first}",
+                              transient=True)  # fmt: skip
+        wanted_last = end if end is not None else None
+        if span.total is not None:
+            wanted_last = span.total - 1 if end is None else min(end, span.total - 1)
+        if wanted_last is not None and span.last != wanted_last:
+            raise OriginError(url, f"asked for bytes {start}-{wanted_last}, origin sent "
+                              f"{span.first}-{span.last}", transient=True)  # fmt: skip
+        if length_header is not None and length_header != span.length:
+            raise OriginError(url, f"Content-Length {length_header} disagrees with Content-"
+                              f"Range {span.first}-{span.last}", transient=True)  # fmt: skip
+        info = _info(response, span.total)
+        first, promised = span.first, span.length
     elif status == 200:
-        length = response.headers.get("Content-Length")
-        info = _info(response, int(length) if length and length.isdigit() else None)
+        info = _info(response, length_header)
         info = ResourceInfo(
             info.length, info.etag, info.last_modified, info.content_type, accepts_ranges=False
         )
-        first = 0
+        first, promised = 0, length_header
     else:
         raise OriginError(url, f"HTTP {status}")
     if expected is not None and not expected.same_version(info):
@@ -379,7 +431,7 @@ def _interpret(
             url, f"remote changed (ETag {expected.etag} -> {info.etag}, "
             f"length {expected.length} -> {info.length})"
         )
-    return Body(first, info, response, url)
+    return Body(first, info, response, url, expected_bytes=promised)
 
 
 def _info(response: httpx.Response, length: int | None) -> ResourceInfo:
@@ -394,8 +446,28 @@ def _info(response: httpx.Response, length: int | None) -> ResourceInfo:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else None
+    return headers.retry_after(response.headers.get("Retry-After"), time.time())
+
+
+def _host(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port}"
+    except ValueError:
+        return url
+
+
+def _translate(url: str, exc: Exception) -> OriginError:
+    """Our error for an httpx failure: transient unless retrying cannot help."""
+    if isinstance(exc, httpx.TooManyRedirects):
+        return OriginError(url, f"more than {MAX_REDIRECTS} redirects (a redirect loop?)")
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return OriginError(url, "redirected to (or given) a URL that is not http or https")
+    if isinstance(exc, httpx.InvalidURL):
+        return OriginError(url, f"invalid URL: {exc}")
+    error = OriginError(url, _describe(exc), transient=not isinstance(exc, _PERMANENT_ERRORS))
+    error.__cause__ = exc
+    return error
 
 
 def _describe(exc: Exception) -> str:

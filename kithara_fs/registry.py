@@ -29,12 +29,14 @@ from .errors import KitharaError, OriginError
 from .net import HttpClient
 from .playlists import PLAYLIST_NAME, PlaylistEntry
 from .playlists import render as render_playlist
+from .redact import redact_text
 from .scheduler import Reader, Scheduler
 from .sources import ByteSource, ProgressiveSource
 from .sources.feed import SegmentFeed, Throughput
 from .sources.hls import Programme, ProgrammeFile
 from .sources.segments import SegmentFetcher
 from .stream import SequentialStream, Stream
+from .tasks import start_guarded
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +386,8 @@ class Registry:
             return
         folder.loading = True
         folder.attempt = trio.Event()
-        self._nursery.start_soon(self._load, folder)
+        start_guarded(self._nursery, folder.config.display_path if folder.config else "programme",
+                      self._load, folder)  # fmt: skip
 
     async def _load(self, folder: ProgrammeNode) -> None:
         try:
@@ -438,7 +441,7 @@ class Registry:
         for node in self.files():
             if node.config.pin and node.source not in self._pinned:
                 self._pinned.add(node.source)
-                self._nursery.start_soon(self._keep_complete, node)
+                start_guarded(self._nursery, node.config.display_path, self._keep_complete, node)
             else:
                 self._probe(node)
 
@@ -446,28 +449,31 @@ class Registry:
         """Download a pinned file whole; after a failure, try again later."""
         source = node.source
         reader = Reader(source)
-        while True:
-            try:
-                length = (await source.ensure_info()).length or 0
-            except OriginError as exc:
-                log.warning("%s: pinned, but: %s", node.config.display_path, exc.reason)
-                await trio.sleep(PIN_RETRY_DELAY)
-                continue
-            if source.entry.is_complete() or not source.entry.pinned:
-                if source.entry.pinned:
-                    log.info("%s: pinned and complete", node.config.display_path)
-                self.scheduler.release(reader)
-                self._pinned.discard(source)
-                return
-            cursor = self.scheduler.demand(reader, 0, length)
-            while not cursor.done:
-                await source.changed.wait(Deadline.never())
-            if reader.take_failure(since=-math.inf) is not None:
-                await trio.sleep(PIN_RETRY_DELAY)
+        try:
+            while True:
+                try:
+                    length = (await source.ensure_info()).length or 0
+                except OriginError as exc:
+                    log.warning("%s: pinned, but: %s", node.config.display_path, exc.reason)
+                    await trio.sleep(PIN_RETRY_DELAY)
+                    continue
+                if source.entry.is_complete() or not source.entry.pinned:
+                    if source.entry.pinned:
+                        log.info("%s: pinned and complete", node.config.display_path)
+                    return
+                cursor = self.scheduler.demand(reader, 0, length)
+                while not cursor.done:
+                    await source.changed.wait(Deadline.never())
+                if reader.take_failure(since=-math.inf) is not None:
+                    await trio.sleep(PIN_RETRY_DELAY)
+        finally:
+            # However it ends (an internal error included), the next reload may pin it anew.
+            self.scheduler.release(reader)
+            self._pinned.discard(source)
 
     def _probe(self, node: FileNode) -> None:
         if node.source.claim_probe():
-            self._nursery.start_soon(node.source.probe_in_background)
+            start_guarded(self._nursery, node.config.display_path, node.source.probe_in_background)
 
     async def size(self, node: FileNode) -> int:
         """The file's size for getattr: cached, or probed within the metadata budget, else 0."""
@@ -515,7 +521,7 @@ class Registry:
             label="/".join(self._path_of(node)),
         )
         stream = SequentialStream(feed)
-        self._nursery.start_soon(stream.run)
+        start_guarded(self._nursery, stream.shown, stream.run)
         self._feeds[node] = feed
         self._streams.add(stream)
         self._open_by_node.setdefault(node, set()).add(stream)
@@ -544,7 +550,7 @@ class Registry:
             except OSError as exc:  # the poller went away; nothing to wake
                 log.debug("poll notification not delivered: %s", exc)
 
-        self._nursery.start_soon(watch)
+        start_guarded(self._nursery, stream.shown, watch)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -583,7 +589,7 @@ class Registry:
             "pinned": entry.pinned,
             "etag": meta.etag if meta else None,
             "content_type": meta.content_type if meta else None,
-            "error": None if source.last_error is None else source.last_error.reason,
+            "error": None if source.last_error is None else redact_text(source.last_error.reason),
             "variant": node.hls.variant if node.hls else None,
             "live": False if node.hls else None,
         }
@@ -595,7 +601,8 @@ class Registry:
             "url": folder.programme.shown if folder.programme else None,
             "state": "error", "size": None, "cached_bytes": 0, "download_rate": 0,
             "buffered_seconds": None, "readers": 0, "pinned": False, "etag": None,
-            "content_type": None, "error": folder.error, "variant": None, "live": None,
+            "content_type": None, "error": redact_text(folder.error or "") or None,
+            "variant": None, "live": None,
         }  # fmt: skip
 
     def _feed_status(self, node: FeedNode) -> dict[str, Any]:
@@ -619,7 +626,7 @@ class Registry:
             "pinned": False,
             "etag": None,
             "content_type": None,
-            "error": None if feed is None or feed.error is None else str(feed.error),
+            "error": None if feed is None or feed.error is None else redact_text(str(feed.error)),
             "variant": feed.variant if feed is not None else node.hls.feed[-1].stem,
             "live": node.hls.live,
         }

@@ -21,6 +21,7 @@ import trio
 
 from .errors import KitharaError
 from .sources import ByteSource
+from .tasks import start_guarded
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class Scheduler:
     def _start(self, source: ByteSource, start: int, target: int) -> Cursor:
         cursor = Cursor(source=source, pos=start, target=target, generation=source.generation)
         self._cursors.setdefault(source, []).append(cursor)
-        self._nursery.start_soon(self._run, cursor)
+        start_guarded(self._nursery, source.shown, self._run, cursor)
         return cursor
 
     @staticmethod

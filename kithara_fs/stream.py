@@ -179,6 +179,14 @@ class Stream:
                 return Pending(PendingReason.NOT_READY)
             await source.changed.wait(deadline)
 
+    def answers_at_once(self, offset: int, size: int) -> bool:
+        """Whether a read of ``[offset, offset+size)`` needs no download (cached, or at/past
+        the end), so the opener's blocking mode does not matter for it."""
+        length = self.source.length
+        if length is None or offset >= length or self.generation != self.source.generation:
+            return True
+        return self.source.entry.ranges.covers(offset, min(length, offset + max(size, 1)))
+
     def readable(self) -> bool:
         """Whether a read at the handle's position would answer without waiting (for poll).
 
@@ -256,6 +264,9 @@ class SequentialStream:
                 return Pending(PendingReason.NOT_READY)
             await self.feed.changed.wait(deadline)
 
+    def answers_at_once(self, offset: int, size: int) -> bool:
+        return self.flushing or self.feed.has_data_at(offset)
+
     def readable(self) -> bool:
         return self.flushing or self.feed.has_data_at(self.position)
 
@@ -270,3 +281,4 @@ class SequentialStream:
     def close(self) -> None:
         self.interrupt()
         self._scope.cancel()
+        self.feed.discard()

@@ -112,10 +112,10 @@ def test_mount_table_paths_are_unescaped_as_bytes(tmp_path: Path) -> None:
 def test_log_filter_survives_odd_urls_and_redacts(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from kithara_fs.cli import _RedactUrls
+    from kithara_fs.cli import RedactingFormatter
 
     logger = logging.getLogger("kithara_fs.test_filter")
-    caplog.handler.addFilter(_RedactUrls())
+    caplog.handler.setFormatter(RedactingFormatter())
     with caplog.at_level(logging.INFO, logger="kithara_fs.test_filter"):
         logger.info("see http://h:8000), and http://u:pw@h/a?token=x.")
         logger.info("bad port http://h:99999999/x")

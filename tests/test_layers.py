@@ -8,8 +8,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "kithara_fs"
 # Top to bottom; a module may import only modules listed before it.
 ORDER = [
-    "errors", "config", "ranges", "bitrate", "playlists", "hls", "budget", "net", "cache",
-    "sources", "scheduler", "stream", "registry", "fs", "notify", "statusview", "cli",
+    "redact", "errors", "config", "ranges", "headers", "bitrate", "playlists", "hls", "budget",
+    "tasks", "net", "cache",
+    "sources", "scheduler", "stream", "registry", "procfd", "fs", "notify", "statusview", "cli",
 ]  # fmt: skip
 ONLY_IN = {"pyfuse3": {"fs", "cli"}, "httpx": {"net"}}
 

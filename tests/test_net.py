@@ -10,7 +10,8 @@ import pytest
 
 from kithara_fs.demo.origin import Origin
 from kithara_fs.errors import OriginError, RemoteChangedError
-from kithara_fs.net import HttpClient, ResourceInfo, RetryPolicy, redact_url
+from kithara_fs.net import HttpClient, ResourceInfo, RetryPolicy
+from kithara_fs.redact import redact_url
 
 DATA = random.Random(3).randbytes(500_000)
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import trio
 
+from ..errors import CacheError
 from ..ranges import RangeSet
+from .checksums import Checksums
+from .files import open_private, private_folder
 from .index import CacheIndex, EntryMeta
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ class CacheEntry:
         self.data_path = data_path
         self.meta: EntryMeta | None = None
         self.ranges = RangeSet()
+        # The CRC-32 of every present byte, taken as it arrived; ranges == sums.ranges().
+        self.sums = Checksums()
         self.pinned = False
         # Open handles reading this entry; eviction never takes bytes from under them.
         self.readers = 0
@@ -72,47 +77,77 @@ class CacheEntry:
         row = self._index.get(self.url)
         if row is None:
             return
-        ranges = row.ranges
-        if ranges.total() and not self.data_path.exists():
+        sums = Checksums(row.sums)
+        if len(sums) and not self.data_path.exists():
             log.warning("cache data %s is missing, starting empty", self.data_path)
-            ranges = RangeSet()
-        self.meta, self.ranges, self.pinned = row.meta, ranges, row.pinned
+            sums = Checksums()
+        self.meta, self.sums, self.pinned = row.meta, sums, row.pinned
+        self.ranges = sums.ranges()
 
     # -- bytes -----------------------------------------------------------------------------
 
     def read(self, offset: int, size: int) -> bytes | None:
-        """The bytes ``[offset, offset+size)`` if all are present, else None (a miss)."""
-        if not self.ranges.covers(offset, offset + size):
+        """The bytes ``[offset, offset+size)`` if all are present and verified, else None.
+
+        Every byte handed out matched the checksum it had when it arrived. Damaged bytes
+        are forgotten (logged), so the caller downloads them again; a failing data file is
+        forgotten whole. Either way the answer is a miss, never the bad bytes.
+        """
+        end = offset + size
+        if not self.ranges.covers(offset, end):
             return None
+        span = self.sums.span_to_read(offset, end)
+        if span is None:  # cannot happen while ranges == sums.ranges(); never serve unverified
+            log.warning("cache %s: bytes without a checksum; refetching", self.data_path.name)
+            self._forget_all()
+            return None
+        base, stop = span
         try:
-            data = os.pread(self._data_fd(), size, offset)
+            data = os.pread(self._data_fd(), stop - base, base)
         except OSError as exc:
             log.warning("cache read of %s failed, refetching: %s", self.data_path, exc)
             self._forget_all()
             return None
-        if len(data) != size:
+        if len(data) != stop - base:
             log.warning("cache file %s is shorter than its index, refetching", self.data_path)
             self._forget_all()
             return None
-        return data
+        damaged = self.sums.damaged(base, data, offset, end)
+        if damaged:
+            lost = sum(b - a for a, b in damaged)
+            log.warning("cache data %s: %d bytes from offset %d failed their checksum; fetching "
+                        "them again", self.data_path.name, lost, damaged[0][0])  # fmt: skip
+            self.sums.drop(damaged)
+            self.ranges = self.sums.ranges()
+            self._generation += 1  # a row snapshot from before must not vouch for them
+            self._save(self.meta, self.ranges, self.sums)
+            return None
+        return data[offset - base : end - base]
 
     def write(self, offset: int, data: bytes) -> bool:
         """Store bytes at their offset; the range counts as present only once written.
 
+        Bytes already present are kept as they are (and not written again): they were
+        checked when they arrived, and rewriting them would need their checksum again.
         Returns False when the write failed (disk full, say, or the index is failing).
         """
         if self._disabled:
             return False
-        try:
-            written = os.pwrite(self._data_fd(), data, offset)
-        except OSError as exc:
-            log.warning("cache write to %s failed: %s", self.data_path, exc)
-            return False
-        if written != len(data):
-            log.warning("short cache write to %s (%d of %d)", self.data_path, written, len(data))
-            return False
-        self.ranges.add(offset, offset + len(data))
-        self._dirty = True
+        view = memoryview(data)
+        for start, stop in self.ranges.missing(offset, offset + len(data)):
+            part = view[start - offset : stop - offset]
+            try:
+                written = os.pwrite(self._data_fd(), part, start)
+            except OSError as exc:
+                log.warning("cache write to %s failed: %s", self.data_path, exc)
+                return False
+            if written != len(part):
+                log.warning("short cache write to %s (%d of %d)", self.data_path, written,
+                            len(part))  # fmt: skip
+                return False
+            self.sums.add(start, part)
+            self.ranges.add(start, stop)
+            self._dirty = True
         return True
 
     def cached_bytes(self) -> int:
@@ -145,7 +180,8 @@ class CacheEntry:
                 return
             self._dirty = False
             # Snapshot first: only ranges written before the fsync below may be recorded.
-            meta, ranges, generation = self.meta, RangeSet(self.ranges.spans()), self._generation
+            meta, generation = self.meta, self._generation
+            ranges, sums = RangeSet(self.ranges.spans()), self.sums.copy()
             try:
                 if self._fd is not None:
                     await trio.to_thread.run_sync(os.fdatasync, self._fd)
@@ -156,12 +192,15 @@ class CacheEntry:
             if generation != self._generation:
                 self._dirty = True
                 return
-            self._save(meta, ranges)
+            self._save(meta, ranges, sums)
 
     def set_pinned(self, pinned: bool) -> None:
         if self.pinned != pinned:
             self.pinned = pinned
-            self._save(self.meta, RangeSet(self.ranges.spans()) if not self._dirty else None)
+            if self._dirty:
+                self._save(self.meta, None, None)  # newer ranges are not synced yet
+            else:
+                self._save(self.meta, RangeSet(self.ranges.spans()), self.sums.copy())
 
     def touch(self) -> None:
         """Record a use, for least-recently-used eviction."""
@@ -182,16 +221,32 @@ class CacheEntry:
     # -- internals -------------------------------------------------------------------------
 
     def _data_fd(self) -> int:
+        """The data file, opened once; raises OSError (a symlink in its place is ELOOP)."""
         if self._fd is None:
-            self.data_path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.data_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                private_folder(self.data_path.parent)
+            except CacheError as exc:
+                raise OSError(str(exc)) from None
+            flags = os.O_RDWR | os.O_CREAT
+            try:
+                self._fd = open_private(self.data_path, flags)
+            except OSError as exc:
+                if not os.path.islink(self.data_path):
+                    raise
+                # Something put a symlink where our data file goes. Following it would write
+                # downloads over its target; removing the link (not the target) is safe.
+                log.warning("cache data %s was a symlink; replaced it with a new file (%s)",
+                            self.data_path.name, exc.strerror or exc)  # fmt: skip
+                os.unlink(self.data_path)
+                self._fd = open_private(self.data_path, flags)
         return self._fd
 
     def _forget_all(self) -> None:
         self.ranges = RangeSet()
+        self.sums = Checksums()
         self._generation += 1
         # The row must stop vouching for these offsets before new bytes land there.
-        if not self._save(self.meta, self.ranges):
+        if not self._save(self.meta, self.ranges, self.sums):
             log.warning("cache entry %s disabled until remount", self.data_path.name)
             self._disabled = True
             return
@@ -200,13 +255,17 @@ class CacheEntry:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
 
-    def _save(self, meta: EntryMeta | None, ranges: RangeSet | None) -> bool:
-        """Write the row; ``ranges=None`` keeps the ranges on disk (newer ones are unsynced)."""
+    def _save(
+        self, meta: EntryMeta | None, ranges: RangeSet | None, sums: Checksums | None
+    ) -> bool:
+        """Write the row; ``ranges=None`` keeps what is on disk (newer ones are unsynced)."""
         try:
-            if ranges is None:
+            if ranges is None or sums is None:
                 row = self._index.get(self.url)
                 ranges = row.ranges if row is not None else RangeSet()
-            self._index.save(self.url, self.key, meta, ranges, pinned=self.pinned)
+                sums = Checksums(row.sums if row is not None else ())
+            self._index.save(self.url, self.key, meta, ranges, pinned=self.pinned,
+                             sums=sums.pieces())  # fmt: skip
         except (sqlite3.Error, OSError) as exc:  # the cache is best effort
             self._dirty = True
             log.warning("cache index row for %s not saved: %s", self.data_path.name, exc)

@@ -37,9 +37,14 @@ CREATE TABLE IF NOT EXISTS resources (
     ranges         TEXT NOT NULL DEFAULT '[]',
     cached_bytes   INTEGER NOT NULL DEFAULT 0,
     last_access    REAL NOT NULL DEFAULT 0,
-    pinned         INTEGER NOT NULL DEFAULT 0
+    pinned         INTEGER NOT NULL DEFAULT 0,
+    sums           TEXT
 )
 """
+# The CRC-32 pieces of the present bytes (cache/checksums.py), as a flat JSON list of
+# start, end, crc triples. Added to older indexes in place; their rows have NULL here, and
+# bytes without a checksum are not served (they are downloaded again).
+_ADD_SUMS = "ALTER TABLE resources ADD COLUMN sums TEXT"
 # Small documents remembered for offline use: HLS playlists and measured segment sizes,
 # keyed by what they describe. Added without a version bump: older indexes just lack rows.
 _DOCUMENTS = """
@@ -79,6 +84,7 @@ class IndexRow:
     cached_bytes: int
     last_access: float
     pinned: bool
+    sums: tuple[tuple[int, int, int], ...] = ()
 
 
 class CacheIndex:
@@ -94,6 +100,9 @@ class CacheIndex:
         if version not in (0, SCHEMA_VERSION):
             raise sqlite3.DatabaseError(f"index schema {version} is not {SCHEMA_VERSION}")
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(resources)")}
+        if "sums" not in columns:
+            self._db.execute(_ADD_SUMS)
         self._db.execute(_DOCUMENTS)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -104,7 +113,7 @@ class CacheIndex:
         """The row for ``url``; a row that does not decode is dropped and logged (a miss)."""
         row = self._db.execute(
             "SELECT url, key, length, etag, last_modified, content_type, accepts_ranges,"
-            " ranges, cached_bytes, last_access, pinned FROM resources WHERE url = ?",
+            " ranges, cached_bytes, last_access, pinned, sums FROM resources WHERE url = ?",
             (url,),
         ).fetchone()
         if row is None:
@@ -125,19 +134,22 @@ class CacheIndex:
         *,
         pinned: bool,
         touch: bool = False,
+        sums: list[tuple[int, int, int]] | None = None,
     ) -> None:
-        """Record the state of one resource (one transaction)."""
+        """Record the state of one resource (one transaction); ``sums`` are the checksum
+        pieces of exactly the bytes in ``ranges``."""
         spans = json.dumps(ranges.spans(), separators=(",", ":"))
+        flat = json.dumps([n for piece in sums or () for n in piece], separators=(",", ":"))
         access = time.time() if touch else None
         self._db.execute(
             "INSERT INTO resources (url, key, length, etag, last_modified, content_type,"
-            " accepts_ranges, ranges, cached_bytes, last_access, pinned)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, 0), ?)"
+            " accepts_ranges, ranges, cached_bytes, last_access, pinned, sums)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, 0), ?, ?)"
             " ON CONFLICT(url) DO UPDATE SET key=excluded.key, length=excluded.length,"
             " etag=excluded.etag, last_modified=excluded.last_modified,"
             " content_type=excluded.content_type, accepts_ranges=excluded.accepts_ranges,"
             " ranges=excluded.ranges, cached_bytes=excluded.cached_bytes,"
-            " last_access=COALESCE(?, last_access), pinned=excluded.pinned",
+            " last_access=COALESCE(?, last_access), pinned=excluded.pinned, sums=excluded.sums",
             (
                 url,
                 key,
@@ -150,6 +162,7 @@ class CacheIndex:
                 ranges.total(),
                 access,
                 int(pinned),
+                flat,
                 access,
             ),
         )
@@ -199,9 +212,8 @@ class CacheIndex:
 
 
 def _decode(row: tuple[object, ...]) -> IndexRow:
-    url, key, length, etag, last_modified, content_type, accepts, spans, cached, access, pinned = (
-        row
-    )
+    url, key, length, etag, last_modified, content_type, accepts, spans, cached, access, pinned, \
+        flat = row
     meta = None
     if length is not None:
         if not isinstance(length, int) or length < 0:
@@ -222,6 +234,15 @@ def _decode(row: tuple[object, ...]) -> IndexRow:
         ranges.add(start, end)
     if not isinstance(key, str) or not isinstance(url, str):
         raise ValueError("bad key")
+    sums = _decode_sums(flat, meta)
+    covered = RangeSet((start, end) for start, end, _ in sums)
+    if covered != ranges:
+        # Bytes without a checksum (a row from before checksums, or a damaged row) are not
+        # vouched for: only what the checksums cover counts as present.
+        log.info("cache index row for %s: %d bytes without a checksum are dropped",
+                 key[:12], ranges.total() - covered.total())  # fmt: skip
+        sums = tuple(p for p in sums if ranges.covers(p[0], p[1]))
+        ranges = RangeSet((start, end) for start, end, _ in sums)
     return IndexRow(
         url=url,
         key=key,
@@ -230,7 +251,30 @@ def _decode(row: tuple[object, ...]) -> IndexRow:
         cached_bytes=ranges.total(),
         last_access=float(access),  # type: ignore[arg-type]
         pinned=bool(pinned),
+        sums=sums,
     )
+
+
+def _decode_sums(flat: object, meta: EntryMeta | None) -> tuple[tuple[int, int, int], ...]:
+    """Checksum pieces from their flat JSON list: in order, disjoint, inside the length."""
+    if flat is None or flat == "":
+        return ()
+    numbers = json.loads(str(flat))
+    if not isinstance(numbers, list) or len(numbers) % 3:
+        raise ValueError("bad checksums")
+    pieces = []
+    previous_end = 0
+    for i in range(0, len(numbers), 3):
+        start, end, crc = numbers[i : i + 3]
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (start, end, crc)):
+            raise ValueError("bad checksum piece")
+        if not previous_end <= start < end or not 0 <= crc < 2**32:
+            raise ValueError("checksum pieces out of order")
+        if meta is None or end > meta.length:
+            raise ValueError("checksum piece beyond the length")
+        pieces.append((start, end, crc))
+        previous_end = end
+    return tuple(pieces)
 
 
 def _optional_str(value: object) -> str | None:

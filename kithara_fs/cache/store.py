@@ -25,6 +25,7 @@ import trio
 
 from ..errors import CacheError
 from .entry import CacheEntry
+from .files import open_private, private_folder
 from .index import CacheIndex
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ class CacheStore:
     def __init__(self, directory: Path, max_size: int | None = None) -> None:
         self.root = directory / LAYOUT
         self.max_size = max_size
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_folder(directory)
+        private_folder(self.root)
         self._lock_fd = _lock(self.root / "lock")
         try:
             self.index = _open_index(self.root / "index.sqlite3")
@@ -159,7 +161,10 @@ def _key(url: str) -> str:
 
 
 def _lock(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = open_private(path, os.O_RDWR | os.O_CREAT)
+    except OSError as exc:
+        raise CacheError(f"cache lock {path}: cannot open: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -169,7 +174,20 @@ def _lock(path: Path) -> int:
 
 
 def _open_index(path: Path) -> CacheIndex:
-    """Open the index; a damaged database is moved aside (logged) and a new one started."""
+    """Open the index; a damaged database is moved aside (logged) and a new one started.
+
+    The database and its WAL files are created 0600 before SQLite opens them (SQLite gives
+    its -wal and -shm files the database file's permissions), never through a symlink.
+    """
+    for suffix in ("", "-wal", "-shm"):
+        name = Path(f"{path}{suffix}")
+        if suffix and not name.exists():
+            continue
+        try:
+            os.close(open_private(name, os.O_RDWR | os.O_CREAT))
+        except OSError as exc:
+            raise CacheError(f"cache index {name}: cannot open safely: {exc.strerror or exc}"
+                             ) from None  # fmt: skip
     try:
         index = CacheIndex(path)
         index.total_cached()

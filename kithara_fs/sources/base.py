@@ -22,7 +22,8 @@ import trio
 from ..budget import ChangeSignal, Deadline
 from ..cache import CacheEntry
 from ..errors import CacheError, OriginError
-from ..net import HttpClient, ResourceInfo, redact_url
+from ..net import HttpClient, ResourceInfo
+from ..redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,10 @@ class ByteSource(abc.ABC):
         except OriginError as exc:
             self._probe_failed_at = trio.current_time()
             log.warning("%s: size unknown: %s", self.shown, exc.reason)
+        except Exception:
+            # Not ours to end the mount over: the size stays unknown, the probe is retried.
+            self._probe_failed_at = trio.current_time()
+            log.exception("%s: internal error while learning the size", self.shown)
         finally:
             self._probe_claimed = False
             self.changed.notify()

@@ -44,8 +44,13 @@ FAST_WEIGHT = 0.5
 SLOW_WEIGHT = 0.2
 # Bytes already read that stay in the buffer: the kernel may repeat the tail of a read.
 KEEP_BEHIND = 64 * 1024
-# Live reads wait at least this many target durations for the next segment.
+# Live reads wait at least this many target durations for the next segment (the parser caps
+# a target duration at 15 s, so this never holds a reader beyond 30 s).
 LIVE_WAIT_TARGETS = 2.0
+# Fetched bytes waiting unread are bounded in bytes too, not only in seconds: a playlist whose
+# segments claim zero seconds (#EXTINF:0) would otherwise be fetched whole into memory. 8 MiB
+# is over three minutes of 320 kbit/s audio.
+MAX_AHEAD_BYTES = 8 * 1024 * 1024
 
 
 class Throughput:
@@ -191,9 +196,18 @@ class SegmentFeed:
         finally:
             self.changed.notify()
 
+    def discard(self) -> None:
+        """The reader closed: free the buffered bytes (the feed object may outlive it)."""
+        self._buffer = bytearray()
+        self._segments.clear()
+
     async def _walk(self) -> None:
         sequence: int | None = None
         last_init: Resource | None = None
+        if self.live:
+            # The playlist at hand is the one the folder was listed with, perhaps long ago:
+            # its segments may have left the origin, so a live file starts from a fresh one.
+            await self._reload(self.current, wait=False)
         while True:
             media = self._playlists[self.current]
             if sequence is None:
@@ -262,6 +276,7 @@ class SegmentFeed:
             while self._segments and self._segments[0][0] <= self.consumed:
                 self._segments.popleft()
             ahead = sum(seconds for _, seconds in self._segments)
-            if ahead <= self.readahead_seconds or math.isclose(ahead, 0.0):
+            full = self.produced - self.consumed > MAX_AHEAD_BYTES
+            if not full and (ahead <= self.readahead_seconds or math.isclose(ahead, 0.0)):
                 return
             await self.changed.wait(Deadline.never())

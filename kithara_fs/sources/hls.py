@@ -34,7 +34,8 @@ from ..hls import (
     unique,
     variant_stem,
 )
-from ..net import Backoff, ResourceInfo, redact_url
+from ..net import Backoff, ResourceInfo
+from ..redact import redact_url
 from .base import ByteSource, DownloadCursor
 from .segments import SegmentFetcher
 

@@ -91,9 +91,13 @@ class ProgressiveSource(ByteSource):
         """On open: check the cached version against the origin (at most once a minute).
 
         A changed origin replaces the cached version: handles opened before get ESTALE, the
-        opener gets the new bytes. An unreachable origin means offline: the cache serves.
+        opener gets the new bytes. An origin that fails or does not answer by ``deadline``
+        means offline: the cache serves, and neither this file nor any other of that host
+        waits for a check again for a minute.
         """
-        with trio.move_on_at(deadline.at):
+        if self.info is None or self.http.recently_unreachable(self.url):
+            return
+        with trio.move_on_at(deadline.at) as scope:
             # One check at a time: overlapping opens share its answer instead of replacing
             # the version twice (which would fail the first opener's new handle).
             async with self._probe_lock:
@@ -107,12 +111,20 @@ class ProgressiveSource(ByteSource):
                 try:
                     current = await self.http.revalidate(self.url, info)
                 except OriginError as exc:
+                    self._validated_at = now
+                    if exc.transient:
+                        self.http.note_unreachable(self.url)
                     log.info("%s: not revalidated (%s); serving the cached version",
                              self.shown, exc.reason)  # fmt: skip
                     return
                 self._validated_at = now
                 if current is not None and current.length is not None and self.info == info:
                     self._replace_version(current)
+        if scope.cancelled_caught:
+            self._validated_at = trio.current_time()
+            self.http.note_unreachable(self.url)
+            log.info("%s: origin did not answer the revalidation in time; serving the cached "
+                     "version", self.shown)  # fmt: skip
 
     # -- bytes -------------------------------------------------------------------------------
 

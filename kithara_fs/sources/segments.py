@@ -20,8 +20,13 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..errors import OriginError, PlaylistError
 from ..hls import AES_BLOCK, MAX_KEY_BYTES, MAX_PLAYLIST_BYTES, MAX_SEGMENT_BYTES, Resource
-from ..net import Backoff, Fetched, HttpClient, redact_url
+from ..net import Backoff, Fetched, HttpClient
+from ..redact import redact_url
 
+# A segment read whole into memory (live and `auto` feeds) may be at most this large: a
+# minute of 320 kbit/s audio is 2.4 MB, so 64 MiB leaves room for video and stops a hostile
+# playlist from pulling a gigabyte into RAM.
+MAX_WHOLE_SEGMENT = 64 * 1024 * 1024
 # Size probes run this many at a time: enough to learn a programme's sizes in a few round
 # trips, few enough to stay polite to one origin (browsers allow 6 per host over HTTP/1.1).
 PROBE_CONCURRENCY = 6
@@ -139,6 +144,8 @@ class SegmentFetcher:
     async def _whole(self, resource: Resource) -> bytes:
         shown = redact_url(resource.uri)
         if resource.byterange is not None:
+            if resource.byterange.length > MAX_WHOLE_SEGMENT:
+                raise PlaylistError(shown, "live segment larger than 64 MiB")
             first = resource.byterange.offset
             data = await self._range(resource.uri, first, first + resource.byterange.length)
         else:
@@ -146,8 +153,8 @@ class SegmentFetcher:
             async with self.http.open_range(resource.uri, 0) as body:
                 async for chunk in body.chunks():
                     received += chunk
-                    if len(received) > MAX_SEGMENT_BYTES:
-                        raise PlaylistError(shown, "segment larger than 1 GiB")
+                    if len(received) > MAX_WHOLE_SEGMENT:
+                        raise PlaylistError(shown, "live segment larger than 64 MiB")
                 length = body.info.length
             if length is not None and len(received) < length:
                 raise OriginError(shown, f"body ended at byte {len(received)}, before {length}",
@@ -164,6 +171,12 @@ class SegmentFetcher:
     async def _stream(self, uri: str, first: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[first, end)`` of ``uri`` as they arrive (skipping any the origin resends)."""
         async with self.http.open_range(uri, first, end - 1) as body:
+            total = body.info.length
+            if total is not None and end > total:
+                # A byte range the playlist declares past the resource's end: the bytes it
+                # promises do not exist, and no retry will make them.
+                raise PlaylistError(redact_url(uri), f"byte range ends at {end}, past the end "
+                                    f"of the resource ({total} bytes)")  # fmt: skip
             skip = first - body.start
             position = first
             async for chunk in body.chunks():
