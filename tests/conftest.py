@@ -76,11 +76,12 @@ def mount(
         cache: dict[str, Any] | None = None,
         name: str = "mnt",
         env: dict[str, str] | None = None,
+        mountpoint: Path | None = None,
         **opts: object,
     ) -> Mount:
         folder = cache_dir or tmp_path / "cache"
         config = write_config(tmp_path / f"{name}.toml", streams, folder, cache, **opts)
-        m = Mount(config, tmp_path / name, tmp_path / f"{name}.log", env)
+        m = Mount(config, mountpoint or tmp_path / name, tmp_path / f"{name}.log", env)
         mounts.append(m)
         return m.start()
 
@@ -88,7 +89,7 @@ def mount(
     problems = []
     for m in mounts:
         code = m.stop()
-        if code != 0:
+        if code != 0 and not m.killed:
             problems.append(f"{m.mountpoint.name}: daemon exit code {code}")
         problems += [f"{m.mountpoint.name}: unexpected log line: {line}"
                      for line in m.unexpected_log_lines()]  # fmt: skip

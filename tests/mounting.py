@@ -75,6 +75,8 @@ class Mount:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
+        # Set by kill(): the daemon was SIGKILLed on purpose and its dead mount left behind.
+        self.killed = False
         self._expected: list[re.Pattern[str]] = []
 
     def path(self, rel: str) -> Path:
@@ -94,7 +96,7 @@ class Mount:
                 env=clean_env() | self.env,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
-        while not os.path.ismount(self.mountpoint):
+        while not self._answers():
             if self.process.poll() is not None:
                 raise RuntimeError(f"kithara-fs exited with {self.process.returncode}:\n"
                                    f"{self.log_text()[-3000:]}")  # fmt: skip
@@ -107,6 +109,8 @@ class Mount:
     def stop(self) -> int | None:
         """Unmount and wait for the daemon; escalate to lazy unmount and kill by PID."""
         if self.process is None:
+            if os.path.ismount(self.mountpoint):  # a killed daemon's dead mount
+                subprocess.run([FUSERMOUNT, "-uz", str(self.mountpoint)], capture_output=True)
             return self.returncode
         if os.path.ismount(self.mountpoint):
             subprocess.run([FUSERMOUNT, "-u", str(self.mountpoint)], capture_output=True)
@@ -123,6 +127,25 @@ class Mount:
             subprocess.run([FUSERMOUNT, "-uz", str(self.mountpoint)], capture_output=True)
         self.process = None
         return self.returncode
+
+    def _answers(self) -> bool:
+        """Mounted and answering (a crashed daemon's dead mount is mounted, but ENOTCONN)."""
+        if not os.path.ismount(self.mountpoint):
+            return False
+        try:
+            os.listdir(self.mountpoint)  # stat may be answered from the kernel's cache
+        except OSError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (a crash), leaving its dead mount point behind."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.returncode = self.process.wait(timeout=30)
+        self.process = None
+        self.killed = True
 
     def log_text(self) -> str:
         try:

@@ -500,6 +500,9 @@ class Origin:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._busy = 0
+        # Requests per path counted on arrival, before any fault delays their answer (the
+        # request log holds only answered ones).
+        self._arrivals: dict[str, int] = {}
         self._resources: dict[str, _Resource] = {}
         self._faults: dict[str, Faults] = {}
         self._connections: set[socket.socket] = set()
@@ -606,9 +609,17 @@ class Origin:
     def requests_for(self, path: str) -> list[RequestRecord]:
         return [r for r in self.requests if r.path == path]
 
+    def arrivals(self, path: str | None = None) -> int:
+        """Requests that arrived (for ``path``, or all), answered or still held by a fault."""
+        with self._lock:
+            if path is None:
+                return sum(self._arrivals.values())
+            return self._arrivals.get(path, 0)
+
     def clear_log(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._arrivals.clear()
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until no response is in progress, so the log is complete; False on timeout."""
@@ -687,6 +698,7 @@ class Origin:
         """Decide this request's answer and consume its share of the faults atomically."""
         with self._lock:
             self._busy += 1
+            self._arrivals[path] = self._arrivals.get(path, 0) + 1
             resource = self._resources.get(path)
             faults = self._faults.get(path)
             plan = _Plan(resource, faults, self._release)
