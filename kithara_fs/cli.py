@@ -283,7 +283,12 @@ def _spawn_daemon(args: argparse.Namespace, mountpoint: str) -> int:
     if args.allow_other:
         command.append("--allow-other")
     # The log is the user's alone (0600), like everything else the daemon writes.
-    log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        log_fd = os.open(log_file, flags, 0o600)
+        os.fchmod(log_fd, 0o600)
+    except OSError as exc:
+        raise UsageError(f"log file {log_file}: {exc.strerror}") from None
     with open(log_fd, "ab") as log_stream:
         child = subprocess.Popen(
             command,
@@ -379,6 +384,9 @@ async def _serve_in_nursery(
 ) -> None:
     async with trio.open_nursery() as nursery:
         scheduler = Scheduler(nursery)
+        # Resolved here, before the mount exists: resolving it later would stat the mount
+        # root from the thread that must answer that very request.
+        mountpoint = os.path.realpath(mountpoint)
         registry = Registry(settings, http, store, scheduler, nursery, mountpoint)
         options = set(pyfuse3.default_options)
         options |= {"fsname=kithara-fs", "subtype=kithara", "ro"}

@@ -19,6 +19,13 @@ from __future__ import annotations
 
 from .redact import redact_text
 
+# Error texts are cut to this many characters: enough for any URL and cause a person reads.
+MAX_TEXT = 1000
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
+
 
 class KitharaError(Exception):
     """Base of every error kithara_fs raises on purpose."""
@@ -40,11 +47,20 @@ class OriginError(KitharaError):
     def __init__(self, url: str, reason: str, *, transient: bool = False) -> None:
         # Redacted here, once, for every path the message takes (logs, xattrs, status): the
         # reason may quote a URL from a library's message or a redirect.
-        url, reason = redact_text(url), redact_text(reason)
+        # Cut first: a reason may quote a hostile value of megabytes (a playlist attribute).
+        url, reason = redact_text(url[:MAX_TEXT]), redact_text(_cut(reason))
         super().__init__(f"{url}: {reason}")
         self.url = url
         self.reason = reason
         self.transient = transient
+        # Set once a layer spent its retries on it: no outer layer retries it again (nested
+        # retries would multiply: 6 attempts around 6 attempts is 36 requests, ~40 s).
+        self.exhausted = False
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another try here: transient, and no inner layer gave up on it already."""
+        return self.transient and not self.exhausted
 
 
 class RemoteChangedError(OriginError):

@@ -337,6 +337,8 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def read(self, fh: int, off: int, size: int) -> bytes:
         virtual = self._virtual.get(fh)
         if virtual is not None:
+            if off > len(virtual.data):
+                raise pyfuse3.FUSEError(errno.EINVAL)  # the contract holds here too
             return virtual.data[off : off + size]
         handle = self._handles.get(fh)
         if handle is None:
@@ -345,14 +347,18 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         # Whether the reader is O_NONBLOCK matters only when the bytes are not there, and
         # then it is what its descriptor says now (mpv clears O_NONBLOCK after opening).
         # Read from the settings each time: a reload may have changed it.
-        if handle.stream.answers_at_once(off, size):
-            nonblocking = handle.nonblocking  # no wait either way: no /proc look-up
-        else:
-            nonblocking = handle.nonblocking_now()
-        budget = 0.0
-        if not nonblocking:
-            budget = max(self.registry.settings.read_timeout, handle.stream.min_wait)
+        looked = not handle.stream.answers_at_once(off, size)
+        # A read of cached bytes needs no wait either way, so no /proc look-up.
+        nonblocking = handle.nonblocking_now() if looked else handle.nonblocking
+        full_budget = max(self.registry.settings.read_timeout, handle.stream.min_wait)
+        budget = 0.0 if nonblocking else full_budget
         outcome = await handle.stream.try_read(off, size, Deadline.after(budget))
+        if (isinstance(outcome, Pending) and outcome.reason is PendingReason.NOT_READY
+                and not looked and not handle.nonblocking_now()):  # fmt: skip
+            # The cached bytes turned out missing (damaged, say), and the reader is blocking
+            # now: it waits like any blocking reader instead of taking EAGAIN for EOF.
+            budget = full_budget
+            outcome = await handle.stream.try_read(off, size, Deadline.after(budget))
         if isinstance(outcome, Bytes):
             return outcome.data
         if isinstance(outcome, Eof):

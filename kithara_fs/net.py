@@ -33,7 +33,7 @@ USER_AGENT = "kithara-fs/0.1"
 # Status codes worth another try: the origin or a proxy is overloaded or restarting.
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Everything httpx raises for a failed exchange; InvalidURL and StreamError are not HTTPErrors.
-_HTTPX_ERRORS = (httpx.HTTPError, httpx.StreamError)
+_HTTPX_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL)
 # Failures that another try cannot mend: a redirect loop, a redirect (or URL) to a scheme other
 # than http(s), a URL httpx cannot even build. Retrying them only makes a request storm.
 _PERMANENT_ERRORS = (httpx.TooManyRedirects, httpx.UnsupportedProtocol, httpx.InvalidURL)
@@ -80,6 +80,7 @@ class Backoff:
         """Record a failure; re-raise ``exc`` once the attempts are spent, else sleep."""
         self.failures += 1
         if self.failures >= self.policy.attempts:
+            exc.exhausted = True
             raise exc
         ceiling = min(self.policy.max_delay, self.policy.base_delay * 2**self.failures)
         delay = random.uniform(0, ceiling)
@@ -267,17 +268,23 @@ class HttpClient:
             try:
                 async with self._client.stream("GET", url) as response:
                     status = response.status_code
-                    if status == 200:
+                    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+                    if status == 200 and encoding not in ("", "identity"):
+                        # Never decoded: a small gzip body can inflate to gigabytes.
+                        error = OriginError(shown, f"origin sent Content-Encoding {encoding!r} "
+                                            "despite identity", transient=True)  # fmt: skip
+                    elif status == 200:
                         data = bytearray()
-                        async for chunk in response.aiter_bytes():
+                        async for chunk in response.aiter_raw():
                             data += chunk
                             if len(data) > limit:
                                 raise OriginError(shown, f"larger than {limit} bytes")
                         return Fetched(bytes(data), str(response.url))
-                    error = OriginError(
-                        shown, f"HTTP {status}", transient=status in _TRANSIENT_STATUSES
-                    )
-                    retry_after = _retry_after(response)
+                    else:
+                        error = OriginError(
+                            shown, f"HTTP {status}", transient=status in _TRANSIENT_STATUSES
+                        )
+                        retry_after = _retry_after(response)
             except _HTTPX_ERRORS as exc:
                 error = _translate(shown, exc)
             if not error.transient:
@@ -292,10 +299,15 @@ class HttpClient:
         """
         async with self.open_range(url, -count) as body:
             data = bytearray()
+            seen = 0
             async for chunk in body.chunks():
-                data += chunk
-                if len(data) > limit:
+                seen += len(chunk)
+                if seen > limit:
                     raise OriginError(redact_url(url), f"larger than {limit} bytes")
+                # Only the last ``count`` bytes are kept: an origin that ignores Range sends
+                # the whole body, which must not pile up in memory.
+                data += chunk
+                del data[: max(0, len(data) - count)]
             length = body.info.length
             if length is None:
                 raise OriginError(redact_url(url), "origin does not report the length")
@@ -334,6 +346,9 @@ class HttpClient:
             retry_after: float | None = None
             try:
                 request = self._client.build_request("GET", url, headers=headers)
+            except (ValueError, httpx.InvalidURL) as exc:  # incl. UnicodeEncodeError
+                raise OriginError(shown, f"cannot build the request: {_describe(exc)}") from None
+            try:
                 response = await self._client.send(request, stream=True)
             except _HTTPX_ERRORS as exc:
                 error = _translate(shown, exc)
@@ -434,12 +449,23 @@ def _interpret(
     return Body(first, info, response, url, expected_bytes=promised)
 
 
+def _validator(value: str | None) -> str | None:
+    """A validator we can send back (If-Range, If-None-Match): printable ASCII, bounded.
+
+    RFC 9110 allows obs-text in an entity tag, but httpx cannot send it, and a validator we
+    cannot send back is one we cannot use: without it, changes are noticed by length alone.
+    """
+    if value is None or len(value) > 256 or not value.isascii() or not value.isprintable():
+        return None
+    return value
+
+
 def _info(response: httpx.Response, length: int | None) -> ResourceInfo:
     headers = response.headers
     return ResourceInfo(
         length=length,
-        etag=headers.get("ETag"),
-        last_modified=headers.get("Last-Modified"),
+        etag=_validator(headers.get("ETag")),
+        last_modified=_validator(headers.get("Last-Modified")),
         content_type=headers.get("Content-Type"),
         accepts_ranges=True,
     )

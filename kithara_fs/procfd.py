@@ -11,7 +11,9 @@ opener's descriptor on that file is set now: it finds the process's descriptors 
 Only reads that find no bytes pay for it (a read of cached bytes answers at once either
 way), and the descriptor found is remembered per handle, so a repeated check reads one
 small proc file. When the opener is gone, belongs to another user, or holds no descriptor
-on the file (it passed it on), the answer is None and the caller keeps the flags of open.
+on the file (it passed it on, or it sees the mount in another mount namespace, or the kernel
+is older than 5.14 and fdinfo has no ``ino``), the answer is None and the caller keeps the
+flags of open.
 
 It must never raise, never block on our own mount (it reads only ``/proc``), and never
 import pyfuse3.
@@ -20,14 +22,22 @@ import pyfuse3.
 from __future__ import annotations
 
 import os
+import time
 
 # fdinfo's "flags:" is octal; O_NONBLOCK's value on Linux.
 _NONBLOCK = os.O_NONBLOCK
+# After a scan of the opener's descriptors found none on the file, scan again no sooner than
+# this: a process with thousands of descriptors must not pay a full scan on every read.
+RESCAN_AFTER = 1.0
 
 
 def mount_id(mountpoint: str, mountinfo: str = "/proc/self/mountinfo") -> int | None:
-    """The kernel's id of the mount at ``mountpoint`` (the ``mnt_id`` fdinfo reports)."""
-    target = os.path.realpath(mountpoint)
+    """The kernel's id of the mount at ``mountpoint`` (the ``mnt_id`` fdinfo reports).
+
+    ``mountpoint`` must already be resolved (no symlinks): resolving it here would stat our
+    own mount from the daemon, which waits for itself.
+    """
+    target = mountpoint
     found = None
     try:
         with open(mountinfo, "rb") as f:
@@ -50,13 +60,14 @@ def _unescape(field: bytes) -> bytes:
 class DescriptorProbe:
     """The current flags of one opener's descriptor on one file of our mount."""
 
-    __slots__ = ("pid", "inode", "mnt_id", "_fd")
+    __slots__ = ("pid", "inode", "mnt_id", "_fd", "_missed_at")
 
     def __init__(self, pid: int, inode: int, mnt_id: int | None) -> None:
         self.pid = pid
         self.inode = inode
         self.mnt_id = mnt_id
         self._fd: str | None = None  # the descriptor found last time, tried first
+        self._missed_at = -RESCAN_AFTER  # when a full scan last found nothing (monotonic)
 
     def nonblocking(self) -> bool | None:
         """True/False when the opener's descriptor(s) on the file say so now; else None.
@@ -72,9 +83,12 @@ class DescriptorProbe:
             if flags is not None:
                 return bool(flags & _NONBLOCK)
             self._fd = None
+        if time.monotonic() - self._missed_at < RESCAN_AFTER:
+            return None
         try:
             names = os.listdir(f"/proc/{self.pid}/fdinfo")
         except OSError:
+            self._missed_at = time.monotonic()
             return None
         answer: bool | None = None
         for name in names:
@@ -85,6 +99,8 @@ class DescriptorProbe:
             if not flags & _NONBLOCK:
                 return False
             answer = True
+        if answer is None:
+            self._missed_at = time.monotonic()
         return answer
 
     def _flags(self, fd: str) -> int | None:

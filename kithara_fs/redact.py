@@ -40,12 +40,19 @@ def redact_url(url: str) -> str:
 
 
 def _url_end(candidate: str) -> int:
-    """Where a URL found in text really ends: without ``.`` ``,`` ``)`` … that close a sentence."""
+    """Where a URL found in text really ends: without ``.`` ``,`` ``)`` … that close a sentence.
+
+    One pass from the end with running bracket counts, so a hostile run of ``)`` costs
+    linear time (this runs inside logging, on the event loop's thread).
+    """
+    counts = {closer: candidate.count(closer) - candidate.count(opener)
+              for closer, opener in _CLOSERS.items()}  # fmt: skip
     end = len(candidate)
     while end > 0:
-        last, head = candidate[end - 1], candidate[:end]
-        unbalanced = last in _CLOSERS and head.count(last) > head.count(_CLOSERS[last])
-        if last not in ".,;:!?" and not unbalanced:
+        last = candidate[end - 1]
+        if last in _CLOSERS and counts[last] > 0:
+            counts[last] -= 1
+        elif last not in ".,;:!?":
             break
         end -= 1
     return end

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 import math
+import stat
 import zlib
+from pathlib import Path
 
 import pytest
 
 from kithara_fs.cache.checksums import BLOCK, Checksums
 from kithara_fs.config import parse_config
-from kithara_fs.errors import ConfigError, OriginError
+from kithara_fs.errors import CacheError, ConfigError, OriginError
 from kithara_fs.headers import content_length, content_range, retry_after
 from kithara_fs.hls import MediaPlaylist, parse
 from kithara_fs.redact import redact_text
@@ -128,3 +130,60 @@ def test_14_unrecorded_bytes_are_not_vouched_for() -> None:
     sums.add(200, b"y" * 100)
     assert sums.span_to_read(50, 250) is None
     assert sums.span_to_read(0, 100) == (0, 100)
+
+
+# -- found by the hostile review of this change -------------------------------------------------
+
+
+async def test_a_validator_we_cannot_send_back_is_not_used() -> None:
+    import re
+
+    import httpx
+
+    from kithara_fs.net import HttpClient
+
+    from .fakes import streamed
+
+    data = b"x" * 1000
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        first, last = map(int, re.findall(r"\d+", request.headers["Range"]))
+        headers = [(b"ETag", b'"\xe9tag"'),  # obs-text: allowed by RFC 9110, not sendable
+                   (b"Content-Range", f"bytes {first}-{last}/1000".encode())]  # fmt: skip
+        return httpx.Response(206, headers=headers, content=streamed(data[first : last + 1]))
+
+    async with HttpClient(transport=httpx.MockTransport(answer)) as http:
+        info = await http.probe("http://origin.test/a.mp3")
+        assert info.length == 1000 and info.etag is None
+        async with http.open_range("http://origin.test/a.mp3", 10, 19, expected=info) as body:
+            assert b"".join([c async for c in body.chunks()]) == b"x" * 10
+
+
+def test_redaction_of_a_hostile_run_of_brackets_is_right() -> None:
+    text = "http://u:SECRET@h/?q=1" + ")" * 100_000
+    redacted = redact_text(text)
+    assert "SECRET" not in redacted and redacted.endswith(")" * 100_000)
+
+
+def test_error_texts_are_bounded() -> None:
+    error = OriginError("http://h/p", "invalid IV " + "A" * 1_000_000)
+    assert len(error.reason) < 1100
+
+
+def test_an_old_cache_with_loose_subfolders_is_tightened_not_refused(tmp_path: Path) -> None:
+    from kithara_fs.cache import CacheStore
+
+    top = tmp_path / "cache"
+    (top / "v2" / "data" / "ab").mkdir(parents=True)
+    for folder in (top / "v2", top / "v2" / "data", top / "v2" / "data" / "ab"):
+        folder.chmod(0o775)  # what the first round made under umask 002
+    top.chmod(0o700)
+    store = CacheStore(top)
+    entry = store.entry("http://h/a.mp3")
+    assert entry.write(0, b"abc")
+    store.close()
+    assert stat.S_IMODE((top / "v2").stat().st_mode) == 0o700
+    assert stat.S_IMODE(entry.data_path.parent.stat().st_mode) == 0o700
+    top.chmod(0o775)
+    with pytest.raises(CacheError, match="writable by group or others"):
+        CacheStore(top)

@@ -197,7 +197,9 @@ class CacheEntry:
     def set_pinned(self, pinned: bool) -> None:
         if self.pinned != pinned:
             self.pinned = pinned
-            if self._dirty:
+            if self._disabled:
+                self._save(self.meta, RangeSet(), Checksums())  # its bytes are not vouched for
+            elif self._dirty:
                 self._save(self.meta, None, None)  # newer ranges are not synced yet
             else:
                 self._save(self.meta, RangeSet(self.ranges.spans()), self.sums.copy())

@@ -15,6 +15,7 @@ It must never loosen a permission, and never follow a symlink inside the cache.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -25,14 +26,16 @@ FOLDER_MODE = 0o700
 FILE_MODE = 0o600
 
 
-def private_folder(path: Path) -> Path:
+def private_folder(path: Path, *, top: bool = False) -> Path:
     """Create ``path`` (and missing parents) as 0700 folders, and check it is safe to use.
 
-    An existing folder of ours that others may only read or enter is tightened to 0700.
+    ``top`` marks the cache folder the user named: one that group or others may write is
+    refused. Folders below it (reachable only through it once it is 0700) are tightened to
+    0700 instead, so a cache made by an older version with a looser umask keeps working.
 
     Raises:
-        CacheError: it is a symlink or not a folder, belongs to another user, or is
-            writable by group or others.
+        CacheError: it is a symlink or not a folder, belongs to another user, or (``top``)
+            is writable by group or others.
     """
     missing: list[Path] = []
     current = path
@@ -46,32 +49,40 @@ def private_folder(path: Path) -> Path:
             pass  # made meanwhile (another process); checked below like any existing one
         except OSError as exc:
             raise CacheError(f"cache folder {folder}: cannot create: {exc.strerror}") from None
-    check_folder(path)
+    check_folder(path, top=top)
     return path
 
 
-def check_folder(path: Path) -> None:
-    """Refuse a cache folder another user could tamper with; tighten one of ours to 0700."""
+def check_folder(path: Path, *, top: bool = False) -> None:
+    """Refuse a cache folder another user could tamper with; tighten one of ours to 0700.
+
+    The folder is opened (never through a symlink) and checked and changed through that
+    descriptor, so it cannot be swapped between the check and the change.
+    """
     try:
-        info = os.lstat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CacheError(f"cache folder {path} is a symlink; refusing to use it") from None
+        if exc.errno == errno.ENOTDIR:
+            raise CacheError(f"cache folder {path} is not a folder") from None
         raise CacheError(f"cache folder {path}: {exc.strerror}") from None
-    if stat.S_ISLNK(info.st_mode):
-        raise CacheError(f"cache folder {path} is a symlink; refusing to use it")
-    if not stat.S_ISDIR(info.st_mode):
-        raise CacheError(f"cache folder {path} is not a folder")
-    if info.st_uid != os.geteuid():
-        raise CacheError(f"cache folder {path} belongs to uid {info.st_uid}, not to this user "
-                         f"(uid {os.geteuid()}); refusing to use it")  # fmt: skip
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise CacheError(f"cache folder {path} is writable by group or others "
-                         f"(mode {stat.S_IMODE(info.st_mode):o}); refusing to use it")  # fmt: skip
-    if stat.S_IMODE(info.st_mode) != FOLDER_MODE:
-        try:
-            os.chmod(path, FOLDER_MODE, follow_symlinks=False)
-        except OSError as exc:
-            raise CacheError(f"cache folder {path}: cannot make it private: {exc.strerror}"
-                             ) from None  # fmt: skip
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid():
+            raise CacheError(f"cache folder {path} belongs to uid {info.st_uid}, not to this "
+                             f"user (uid {os.geteuid()}); refusing to use it")  # fmt: skip
+        if top and info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise CacheError(f"cache folder {path} is writable by group or others (mode "
+                             f"{stat.S_IMODE(info.st_mode):o}); refusing to use it (make it "
+                             "private: chmod 700)")  # fmt: skip
+        if stat.S_IMODE(info.st_mode) != FOLDER_MODE:
+            os.fchmod(fd, FOLDER_MODE)
+    except OSError as exc:
+        raise CacheError(f"cache folder {path}: cannot make it private: {exc.strerror}"
+                         ) from None  # fmt: skip
+    finally:
+        os.close(fd)
 
 
 def open_private(path: Path, flags: int) -> int:

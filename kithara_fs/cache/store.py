@@ -45,7 +45,7 @@ class CacheStore:
     def __init__(self, directory: Path, max_size: int | None = None) -> None:
         self.root = directory / LAYOUT
         self.max_size = max_size
-        private_folder(directory)
+        private_folder(directory, top=True)
         private_folder(self.root)
         self._lock_fd = _lock(self.root / "lock")
         try:
@@ -106,6 +106,8 @@ class CacheStore:
                 self.evict_if_needed()
             except (sqlite3.Error, OSError) as exc:
                 log.warning("cache: eviction failed: %s", exc)
+            except Exception:  # a bug here must not stop eviction for the mount's lifetime
+                log.exception("cache: internal error in eviction; trying again later")
             # Saves come in bursts while downloads run; one pass a second is plenty.
             await trio.sleep(1.0)
 

@@ -186,6 +186,11 @@ class ByteSource(abc.ABC):
 
         Returns the offset just past the chunk. Raises CacheError when it cannot be stored.
         """
+        length = self.length
+        if length is not None and offset + len(chunk) > length:
+            # A body longer than the resource (a 200 without Content-Length, say): the bytes
+            # past the end belong to no version we know.
+            chunk = chunk[: max(0, length - offset)]
         if not self.entry.write(offset, chunk):
             raise CacheError(f"{self.shown}: cannot store downloaded bytes")
         end = offset + len(chunk)

@@ -37,7 +37,7 @@ from ..hls import (
 from ..net import Backoff, ResourceInfo
 from ..redact import redact_url
 from .base import ByteSource, DownloadCursor
-from .segments import SegmentFetcher
+from .segments import PROBE_CONCURRENCY, SegmentFetcher
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,12 @@ class Programme:
                 raise PlaylistError(redact_url(variant.uri), "a variant is a master playlist")
             loaded[index] = media
 
-        async with trio.open_nursery() as nursery:
-            for index, variant in enumerate(top.variants):
-                nursery.start_soon(load_variant, index, variant)
+        try:
+            async with trio.open_nursery() as nursery:
+                for index, variant in enumerate(top.variants):
+                    nursery.start_soon(load_variant, index, variant)
+        except* OriginError as group:  # one clear cause, not a group of them
+            raise group.exceptions[0] from None
         return self._files(_named(top, [m for m in loaded if m is not None]))
 
     async def playlist(self, url: str, *, fresh: bool = False) -> MasterPlaylist | MediaPlaylist:
@@ -133,14 +136,14 @@ class Programme:
         if not fresh and (remembered := self._store.document(name)) is not None:
             try:
                 saved = json.loads(remembered)
-                playlist = parse(saved["text"].encode(), saved["url"])
+                playlist = await _parse(saved["text"].encode(), saved["url"])
             except (ValueError, KeyError, TypeError, PlaylistError):
                 log.info("%s: remembered playlist unusable; fetching it", self.label)
             else:
                 if isinstance(playlist, MasterPlaylist) or playlist.ended:
                     return playlist
         fetched = await self.fetcher.playlist(url)
-        playlist = parse(fetched.data, fetched.url)
+        playlist = await _parse(fetched.data, fetched.url)
         if isinstance(playlist, MasterPlaylist) or playlist.ended:
             text = fetched.data.decode("utf-8-sig")
             self._store.save_document(name, json.dumps({"text": text, "url": fetched.url}))
@@ -200,6 +203,12 @@ class Programme:
             self._sources[key] = source
         source.readahead_seconds = self.readahead_seconds
         return source
+
+
+async def _parse(data: bytes, url: str) -> MasterPlaylist | MediaPlaylist:
+    """Parse in a worker thread: a large playlist takes seconds, and the event loop must
+    keep answering the kernel meanwhile (a live playlist is parsed again at every reload)."""
+    return await trio.to_thread.run_sync(parse, data, url)
 
 
 def _belongs(file: ProgrammeFile, item: VariantMedia) -> bool:
@@ -276,14 +285,18 @@ class HlsVariantSource(ByteSource):
         async with self._probe_lock:
             if not self._sizes or self.entry.meta is None:
                 sizes = [0] * len(self._pieces)
+                todo = iter(range(len(self._pieces)))
 
-                async def measure(index: int) -> None:
-                    sizes[index] = await self.fetcher.plain_size(self._pieces[index])
+                async def measure() -> None:
+                    # A few workers share the list: one task per segment would cost memory
+                    # for every segment of a 200 000-segment playlist at once.
+                    for index in todo:
+                        sizes[index] = await self.fetcher.plain_size(self._pieces[index])
 
                 try:
                     async with trio.open_nursery() as nursery:
-                        for index in range(len(self._pieces)):
-                            nursery.start_soon(measure, index)
+                        for _ in range(min(PROBE_CONCURRENCY, len(self._pieces))):
+                            nursery.start_soon(measure)
                 except* OriginError as group:
                     error = group.exceptions[0]
                     assert isinstance(error, OriginError)
@@ -343,7 +356,7 @@ class HlsVariantSource(ByteSource):
                             break
             except OriginError as exc:
                 self.last_error = exc
-                if not exc.transient:
+                if not exc.retryable:
                     raise
                 await backoff.pause(exc)
                 continue

@@ -212,7 +212,7 @@ class ProgressiveSource(ByteSource):
                                     transient=True,
                                 )
                     except OriginError as exc:
-                        if not exc.transient:
+                        if not exc.retryable:
                             raise
                         dropped = exc
             except RemoteChangedError as exc:

@@ -105,8 +105,11 @@ class SegmentFetcher:
         """
         base = resource.byterange.offset if resource.byterange is not None else 0
         shown = redact_url(resource.uri)
+        whole = None if resource.byterange is not None else size
         if resource.key is None:
-            async for chunk in self._stream(resource.uri, base + start, base + size):
+            # Without a byte range the resource is the segment: its length must still be the
+            # one measured, or its bytes belong to another version than the cached ones.
+            async for chunk in self._stream(resource.uri, base + start, base + size, whole):
                 yield chunk
             return
         key = await self.key(resource.key.uri)
@@ -114,15 +117,24 @@ class SegmentFetcher:
         # Any cipher block decrypts given the one before it, so a seek into an encrypted
         # segment fetches from there, not from the segment's start.
         first = base + block - (AES_BLOCK if block else 0)
-        cipher_end = base + _cipher_size(size)
+        cipher_size = _cipher_size(size)
         if resource.byterange is not None:
-            cipher_end = base + resource.byterange.length
-        data = await self._range(resource.uri, first, cipher_end)
+            cipher_size = resource.byterange.length
+        cipher_end = base + cipher_size
+        if cipher_end - first > MAX_WHOLE_SEGMENT:
+            # The remainder is decrypted in memory once whole (its padding must check out
+            # before any byte is handed out), so it is bounded like a live segment.
+            raise PlaylistError(shown, "encrypted segment larger than 64 MiB")
+        expected = None if resource.byterange is not None else cipher_size
+        data = await self._range(resource.uri, first, cipher_end, expected)
         iv, cipher = (data[:AES_BLOCK], data[AES_BLOCK:]) if block else (resource.iv, data)
         if len(cipher) % AES_BLOCK:
             raise PlaylistError(shown, "encrypted segment is not whole AES blocks")
         plain = _decrypt(key, iv, cipher)
-        _padding(plain[-AES_BLOCK:], shown)
+        # The padding must be exactly what the measured size left: any valid-looking pad of
+        # another length means other bytes (a new version, a rotated key) than measured.
+        if _padding(plain[-AES_BLOCK:], shown) != cipher_size - size:
+            raise PlaylistError(shown, "encrypted segment changed since its size was measured")
         yield plain[start - block : size - block]
 
     async def whole(self, resource: Resource) -> bytes:
@@ -137,7 +149,7 @@ class SegmentFetcher:
             try:
                 return await self._whole(resource)
             except OriginError as exc:
-                if not exc.transient:
+                if not exc.retryable:
                     raise
                 await backoff.pause(exc)
 
@@ -168,10 +180,18 @@ class SegmentFetcher:
         plain = _decrypt(key, resource.iv, bytes(data))
         return plain[: len(plain) - _padding(plain[-AES_BLOCK:], shown)]
 
-    async def _stream(self, uri: str, first: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes ``[first, end)`` of ``uri`` as they arrive (skipping any the origin resends)."""
+    async def _stream(
+        self, uri: str, first: int, end: int, whole: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Bytes ``[first, end)`` of ``uri`` as they arrive (skipping any the origin resends).
+
+        With ``whole``, the resource must be exactly that long (as measured).
+        """
         async with self.http.open_range(uri, first, end - 1) as body:
             total = body.info.length
+            if whole is not None and total is not None and total != whole:
+                raise PlaylistError(redact_url(uri), f"segment is now {total} bytes, not the "
+                                    f"{whole} measured: it changed on the origin")  # fmt: skip
             if total is not None and end > total:
                 # A byte range the playlist declares past the resource's end: the bytes it
                 # promises do not exist, and no retry will make them.
@@ -193,9 +213,9 @@ class SegmentFetcher:
                 raise OriginError(redact_url(uri), f"body ended at byte {position}, before {end}",
                                   transient=True)  # fmt: skip
 
-    async def _range(self, uri: str, first: int, end: int) -> bytes:
+    async def _range(self, uri: str, first: int, end: int, whole: int | None = None) -> bytes:
         data = bytearray()
-        async for chunk in self._stream(uri, first, end):
+        async for chunk in self._stream(uri, first, end, whole):
             data += chunk
         return bytes(data)
 
