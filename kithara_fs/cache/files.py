@@ -62,7 +62,8 @@ def check_folder(path: Path, *, top: bool = False) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
+        # With O_DIRECTORY, Linux reports a symlink as ENOTDIR or ELOOP: lstat tells which.
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
             raise CacheError(f"cache folder {path} is a symlink; refusing to use it") from None
         if exc.errno == errno.ENOTDIR:
             raise CacheError(f"cache folder {path} is not a folder") from None
