@@ -54,9 +54,11 @@ OFFLINE_MEMORY = 60.0
 class RetryPolicy:
     """How often and how patiently transient failures are retried.
 
-    Six attempts with a 0.25 s base and a 4 s cap span roughly 8 s in the worst case:
-    longer than an origin restart or a load balancer's failover, shorter than a player's
-    read budget, so a dead origin still surfaces as EIO before the reader gives up.
+    Six attempts with a 0.25 s base and a 4 s cap sleep roughly 8 s in the worst case:
+    longer than an origin restart or a load balancer's failover. The attempts themselves
+    take time too (a 10 s connect timeout, a 5 s stall, a honoured Retry-After), so the
+    retries also end once ``max_elapsed`` has passed since the first failure: a dead origin
+    surfaces as EIO before a blocking reader's budget (30 s by default) runs out.
     """
 
     attempts: int = 6
@@ -64,6 +66,8 @@ class RetryPolicy:
     max_delay: float = 4.0
     # A Retry-After header is honoured up to this many seconds; longer would starve readers.
     max_retry_after: float = 10.0
+    # No new attempt starts this long after the first failure of a run (see above).
+    max_elapsed: float = 20.0
 
 
 class Backoff:
@@ -72,20 +76,27 @@ class Backoff:
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
         self.failures = 0
+        self._first_failure: float | None = None
 
     def reset(self) -> None:
         self.failures = 0
+        self._first_failure = None
 
     async def pause(self, exc: OriginError, retry_after: float | None = None) -> None:
-        """Record a failure; re-raise ``exc`` once the attempts are spent, else sleep."""
+        """Record a failure; re-raise ``exc`` once the attempts or the time are spent, else
+        sleep before the next attempt."""
+        now = trio.current_time()
+        if self._first_failure is None:
+            self._first_failure = now
         self.failures += 1
-        if self.failures >= self.policy.attempts:
-            exc.exhausted = True
-            raise exc
         ceiling = min(self.policy.max_delay, self.policy.base_delay * 2**self.failures)
         delay = random.uniform(0, ceiling)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.policy.max_retry_after))
+        late = now + delay - self._first_failure > self.policy.max_elapsed
+        if self.failures >= self.policy.attempts or late:
+            exc.exhausted = True
+            raise exc
         log.info("retrying in %.2fs after: %s", delay, exc)
         await trio.sleep(delay)
 

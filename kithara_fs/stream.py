@@ -131,6 +131,9 @@ class Stream:
     async def try_read(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome:
         """Read ``size`` bytes at ``offset``, waiting for downloads until ``deadline``.
 
+        The deadline moves on by its original span whenever bytes of this read arrive, so
+        only a stall that long ends a read that may wait.
+
         Raises:
             SeekPastEndError: ``offset`` is strictly beyond the known length.
             RemoteChangedError: the origin changed since this handle was opened.
@@ -156,6 +159,11 @@ class Stream:
         # from before (read-ahead that failed while nobody was reading) gets a fresh try.
         # A read that may not wait (O_NONBLOCK) has no other way to learn of a failure.
         failures_since = trio.current_time() if not deadline.expired else -math.inf
+        # The budget is for a stall, not for the whole transfer: while bytes of this read
+        # keep arriving (a slow but live link), it starts again (DESIGN.md §2: "only a real
+        # stall ends it").
+        span = deadline.at - trio.current_time()
+        arrived = source.first_missing(offset)
         while True:
             if self.timeline.flushing:
                 return Pending(PendingReason.SEEK_PENDING)
@@ -174,6 +182,9 @@ class Stream:
             if failure is not None:
                 raise failure
             self.scheduler.demand(self.reader, offset, end)
+            if span > 0 and math.isfinite(span) and source.first_missing(offset) > arrived:
+                arrived = source.first_missing(offset)
+                deadline = Deadline.after(span)
             if deadline.expired:
                 self.timeline.resume_at = offset
                 return Pending(PendingReason.NOT_READY)

@@ -439,3 +439,36 @@ def test_14_same_size_corruption_is_refetched_or_eio_offline(
         assert failed.value.errno == errno.EIO
     finally:
         os.close(fd)
+
+
+# -- found by the hostile review of this change ---------------------------------------------
+
+
+def test_a_slow_but_live_link_is_not_a_stall(
+    origin: Origin, mount: MountFactory, media_files: dict[str, Path]
+) -> None:
+    """The budget ends a read only after that long without bytes, not after that long."""
+    m = mount({"x.wav": origin.url("/wav.wav")}, read_timeout=2)
+    expected = media_files["wav.wav"].read_bytes()
+    with open(m.path("x.wav"), "rb") as f:
+        wait_until(lambda: len(origin.requests_for("/wav.wav")) >= 3, "the prefetch")
+        assert origin.wait_idle(30)
+        origin.faults("/wav.wav").rate = 8_000  # 48 KiB take 6 s: three budgets, all moving
+        offset = len(expected) // 2
+        fd = f.fileno()
+        assert raw_pread(fd, 48 * 1024, offset) == expected[offset : offset + 48 * 1024]
+
+
+def test_an_origin_that_never_answers_is_eio_within_the_budget(
+    origin: Origin, mount: MountFactory, media_files: dict[str, Path]
+) -> None:
+    """Retries end in time (EIO), not in a blocking reader's EAGAIN, which reads as EOF."""
+    m = mount({"x.flac": origin.url("/flac.flac")})
+    m.expect_log(r"download failed|read: .*\(EIO\)")
+    size = media_files["flac.flac"].stat().st_size
+    with open(m.path("x.flac"), "rb") as f:
+        wait_until(lambda: len(origin.requests_for("/flac.flac")) >= 3, "the prefetch")
+        assert origin.wait_idle(30)
+        faults = origin.faults("/flac.flac")
+        faults.header_stall_seconds, faults.header_stall_count = 55.0, 100
+        assert raw_pread(f.fileno(), 65536, size // 2) == errno.EIO
