@@ -20,7 +20,10 @@ REDACTED = "<redacted>"
 # A URL in free text: a scheme (any case) and "://", then everything up to white space or a
 # quote. Brackets stay in (IPv6 hosts); trailing sentence punctuation and unbalanced
 # closing brackets are given back to the sentence by _url_end.
-_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{0,15}://[^\s\"'<>`]+")
+_URL = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,15}://[^\s\"'<>`]+")
+# User info with characters that end a URL in free text (a quote in a password): it goes
+# first, up to the "@" before the host, whatever it holds but white space and slashes.
+_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,15}://)[^\s/@]*@")
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 
 
@@ -74,6 +77,7 @@ _BARE_QUERY = re.compile(r"(?<![A-Za-z0-9])(/[^\s\"'<>`?]*)\?[^\s\"'<>`]+")
 def redact_text(text: str) -> str:
     """``text`` with every URL's credentials and query string replaced; never raises."""
     try:
+        text = _USERINFO.sub(r"\1", text)
         text = _URL.sub(_replace, text)
         return _BARE_QUERY.sub(lambda m: f"{m.group(1)}?{REDACTED}", text)
     except Exception:  # a redactor that fails must fail closed

@@ -49,6 +49,8 @@ def test_content_range_and_length_are_strict() -> None:
     "(see http://h/a.mp3?sig=SECRET)",
     "redirect to ftp://me:SECRET@h/",
     "segment /seg1.ts?token=SECRET failed",
+    'http://user:pa"SECRET@host/p',
+    "_https://u:SECRET@h/a",
 ])  # fmt: skip
 def test_5_redaction_covers_odd_urls(text: str) -> None:
     redacted = redact_text(text)
