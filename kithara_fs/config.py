@@ -213,7 +213,11 @@ def _positive_number(
 
 def _stream_label(index: int, table: Mapping[str, Any]) -> str:
     path = table.get("path")
-    return f"stream {index} ({path})" if isinstance(path, str) and path else f"stream {index}"
+    if not isinstance(path, str) or not path:
+        return f"stream {index}"
+    # The message stays one line, whatever the path holds: control characters are escaped.
+    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in path[:200])
+    return f"stream {index} ({shown})"
 
 
 def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:

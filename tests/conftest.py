@@ -10,11 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from kithara_fs.demo import media
 from kithara_fs.demo.origin import Origin
 
 from .mounting import Mount, write_config
+
+# CI runs the fuzz tests derandomized, so a red run can be reproduced from the same commit;
+# on a developer's machine each run explores new examples.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # 150 s of audio lets the acceptance checks seek to 120 s and decode 10 s past it.
 MEDIA_SECONDS = 150.0
