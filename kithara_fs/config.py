@@ -3,6 +3,9 @@
 Owns the schema of the user's streams file, every default (with the reason for it) and the
 wording of configuration errors: one line naming the file, the stream and the field.
 
+Keys common to every stream are checked here; a kind's own keys are handed to that kind's
+check (``sources/kinds.py``), so a new kind brings its keys with it.
+
 It must never touch the network, the cache or FUSE; validation is purely about the text.
 """
 
@@ -17,6 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .sources import kinds
+from .sources.base import Kind
 
 # Players block in read() while bytes download. Thirty seconds rides out a slow origin or a
 # congested link without a player ever seeing EAGAIN, yet still ends a read on a dead origin
@@ -32,11 +37,6 @@ DEFAULT_READAHEAD_SECONDS = 30.0
 # days of podcasts, small next to today's disks (issue: "default 2 GiB").
 DEFAULT_MAX_SIZE = 2 * 1024**3
 SUPPORTED_SCHEMES = ("http", "https")
-# A live HLS file starts this many segments behind the live edge: the distance players use
-# (RFC 8216 §6.3.3 says no closer than three target durations), so a segment being written
-# at the origin is never the one asked for first.
-DEFAULT_LIVE_START_SEGMENTS = 3
-STREAM_KINDS = ("file", "hls")
 # Names the mount generates itself: a playlist in every folder, its status folder at the root.
 PLAYLIST_NAME = "index.m3u8"
 CONTROL_DIR = ".kithara"
@@ -63,20 +63,25 @@ class StreamConfig:
         url: the http(s) URL of the audio file.
         pin: download it whole in the background and never evict it.
         readahead_seconds: this stream's read-ahead, overriding the mount's.
-        kind: "file" (one progressive file) or "hls" (a folder of the programme's files).
-        live_start_segments: how many segments behind the live edge a live file starts.
+        kind: the name of its kind in the kinds table ("file", "hls", ...).
+        options: the kind's own keys as the kind's check returned them, as sorted pairs
+            (so that two configs compare equal when they say the same).
     """
 
     path: tuple[str, ...]
     url: str
     pin: bool = False
     readahead_seconds: float | None = None
-    kind: str = "file"
-    live_start_segments: int = DEFAULT_LIVE_START_SEGMENTS
+    kind: str = kinds.DEFAULT
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def display_path(self) -> str:
         return "/".join(self.path)
+
+    @property
+    def option_map(self) -> dict[str, Any]:
+        return dict(self.options)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ class Settings:
 _TOP_KEYS = {"cache", "mount", "stream"}
 _CACHE_KEYS = {"dir", "max_size"}
 _MOUNT_KEYS = {"read_timeout", "metadata_timeout", "readahead_seconds", "mountpoint"}
-_STREAM_KEYS = {"path", "url", "pin", "readahead_seconds", "kind", "live_start_segments"}
+_STREAM_KEYS = {"path", "url", "pin", "readahead_seconds", "kind"}
 
 
 def load_config(path: str | os.PathLike[str]) -> Settings:
@@ -224,7 +229,8 @@ def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: stream {index}: must be a table")
     label = _stream_label(index, table)
-    _reject_unknown(table, _STREAM_KEYS, source, f"{label}: ")
+    kind_keys = {key for name in kinds.names() for key in _kind(name).keys}
+    _reject_unknown(table, _STREAM_KEYS | kind_keys, source, f"{label}: ")
     for key in ("path", "url"):
         if key not in table:
             raise ConfigError(f"{source}: {label}: {key}: missing")
@@ -238,27 +244,35 @@ def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:
         readahead = _positive_number(table, "readahead_seconds", 0, source, f"{label}: ")
     path = _parse_path(table["path"], f"{source}: {label}: path")
     url = _parse_url(table["url"], f"{source}: {label}: url")
-    kind = table.get("kind")
-    if kind is None:
-        suffix = urlsplit(url).path.lower().rsplit(".", 1)[-1]
-        kind = "hls" if suffix in ("m3u8", "m3u") else "file"
-    elif kind not in STREAM_KINDS:
-        raise ConfigError(f"{source}: {label}: kind: must be one of {', '.join(STREAM_KINDS)}, "
-                          f"not {kind!r}")  # fmt: skip
-    if kind == "hls" and pin:
-        raise ConfigError(f"{source}: {label}: pin: not supported for HLS programmes")
-    live_start = table.get("live_start_segments", DEFAULT_LIVE_START_SEGMENTS)
-    if isinstance(live_start, bool) or not isinstance(live_start, int) or live_start < 1:
-        raise ConfigError(f"{source}: {label}: live_start_segments: must be a whole number "
-                          f"of at least 1, not {live_start!r}")  # fmt: skip
+    name = table.get("kind")
+    if name is None:
+        kind = kinds.for_url(url)
+    elif not isinstance(name, str) or kinds.find(name) is None:
+        raise ConfigError(f"{source}: {label}: kind: must be one of {', '.join(kinds.names())}, "
+                          f"not {name!r}")  # fmt: skip
+    else:
+        kind = _kind(name)
+    if pin and not kind.pinnable:
+        raise ConfigError(f"{source}: {label}: pin: not supported for {kind.noun}s")
+    foreign = sorted(set(table) & (kind_keys - kind.keys))
+    if foreign:
+        raise ConfigError(f"{source}: {label}: {foreign[0]}: not a key of {kind.name!r} streams")
+    own = {key: table[key] for key in kind.keys if key in table}
+    options = kind.check(own, f"{source}: {label}: ")
     return StreamConfig(
         path=path,
         url=url,
         pin=pin,
         readahead_seconds=readahead,
-        kind=kind,
-        live_start_segments=live_start,
+        kind=kind.name,
+        options=tuple(sorted(options.items())),
     )
+
+
+def _kind(name: str) -> Kind:
+    kind = kinds.find(name)
+    assert kind is not None, name
+    return kind
 
 
 def _size(value: Any, where: str) -> int:
@@ -335,7 +349,7 @@ def _check_tree(streams: tuple[StreamConfig, ...], source: str) -> None:
         for depth in range(1, len(stream.path)):
             prefix = stream.path[:depth]
             if prefix in files:
-                what = "HLS folder" if streams[files[prefix] - 1].kind == "hls" else "file"
+                what = _kind(streams[files[prefix] - 1].kind).noun
                 raise ConfigError(
                     f"{label}: {'/'.join(prefix)!r} is the {what} of stream {files[prefix]}"
                     " and cannot hold other streams"

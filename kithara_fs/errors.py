@@ -8,11 +8,16 @@ Owns the one exception hierarchy every layer raises. The tree:
     │   ├── RemoteChangedError the remote object changed under an open handle (ESTALE)
     │   └── PlaylistError      an HLS playlist or key is malformed or unusable (EIO)
     ├── SeekPastEndError       a read starts strictly beyond a known length (EINVAL)
-    └── CacheError             the disk cache could not be used (callers treat it as a miss)
+    └── CacheError             the disk cache could not be used (EIO, or exit code 1 at start)
+
+A failed cache *read* is never an error: the entry reports a miss and the bytes are fetched
+again. A CacheError is raised where the cache cannot go on: a cache folder that cannot be
+used at start (the mount refuses, exit code 1), or downloaded bytes that cannot be stored
+(that download ends, and the reads waiting for it get EIO).
 
 This module must never import pyfuse3 or httpx, never hold an unredacted URL in an
-OriginError, and never choose an errno: the single
-exception-to-errno table lives next to the FUSE adapter (``fs.py``).
+OriginError, and never choose an errno: the single exception-to-errno table is
+``fuse/errnos.py``.
 """
 
 from __future__ import annotations
@@ -81,4 +86,4 @@ class SeekPastEndError(KitharaError):
 
 
 class CacheError(KitharaError):
-    """The cache on disk could not be read or written; the caller falls back to the network."""
+    """The cache on disk cannot be used: a folder refused at start, or bytes not stored."""

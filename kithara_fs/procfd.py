@@ -57,7 +57,7 @@ def _unescape(field: bytes) -> bytes:
     return field
 
 
-class DescriptorProbe:
+class OpenerDescriptor:
     """The current flags of one opener's descriptor on one file of our mount."""
 
     __slots__ = ("pid", "inode", "mnt_id", "_fd", "_missed_at")

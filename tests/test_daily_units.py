@@ -11,8 +11,8 @@ import pytest
 from kithara_fs.config import parse_config
 from kithara_fs.errors import ConfigError
 from kithara_fs.notify import notify, watchdog_interval
-from kithara_fs.playlists import PlaylistEntry, render
 from kithara_fs.statusview import kithara_mounts, plain
+from kithara_fs.tree.playlists import PlaylistEntry, render
 
 
 def test_notify_sends_to_a_path_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,11 +15,11 @@ import trio
 
 from kithara_fs.cache import CacheStore
 from kithara_fs.config import parse_config
-from kithara_fs.fs import KitharaOperations
+from kithara_fs.engine.scheduler import Scheduler
+from kithara_fs.engine.stream import Stream
+from kithara_fs.fuse import KitharaOperations
 from kithara_fs.net import HttpClient
-from kithara_fs.registry import ROOT_INODE, Registry
-from kithara_fs.scheduler import Scheduler
-from kithara_fs.stream import Stream
+from kithara_fs.tree import ROOT_INODE, Registry
 
 from .fakes import FakeOrigin
 

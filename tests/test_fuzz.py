@@ -28,12 +28,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kithara_fs import headers
-from kithara_fs import hls as hls_module
 from kithara_fs.cache import CacheStore
 from kithara_fs.config import Settings, load_config, parse_config
+from kithara_fs.engine.scheduler import Scheduler
 from kithara_fs.errors import ConfigError, PlaylistError
-from kithara_fs.fs import KitharaOperations
-from kithara_fs.hls import (
+from kithara_fs.fuse import KitharaOperations
+from kithara_fs.net import HttpClient
+from kithara_fs.ranges import RangeSet
+from kithara_fs.sources.hls import playlist as hls_module
+from kithara_fs.sources.hls.playlist import (
     AES_BLOCK,
     MAX_SEGMENT_BYTES,
     MAX_SEGMENTS,
@@ -44,10 +47,7 @@ from kithara_fs.hls import (
     parse,
     variant_stem,
 )
-from kithara_fs.net import HttpClient
-from kithara_fs.ranges import RangeSet
-from kithara_fs.registry import Registry
-from kithara_fs.scheduler import Scheduler
+from kithara_fs.tree import Registry
 
 from .fakes import FakeOrigin
 
@@ -186,8 +186,11 @@ def check_settings(s: Settings) -> None:
             assert _positive_finite(stream.readahead_seconds), stream.readahead_seconds
         assert stream.kind in ("file", "hls")
         assert isinstance(stream.pin, bool)
-        live = stream.live_start_segments
-        assert type(live) is int and live >= 1, live
+        if stream.kind == "hls":
+            live = stream.option_map["live_start_segments"]
+            assert type(live) is int and live >= 1, live
+        else:
+            assert stream.options == (), stream.options
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

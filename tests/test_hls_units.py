@@ -11,11 +11,19 @@ import trio
 from kithara_fs.budget import Deadline
 from kithara_fs.cache import CacheStore
 from kithara_fs.errors import PlaylistError
-from kithara_fs.hls import MasterPlaylist, MediaPlaylist, Variant, parse, unique, variant_stem
 from kithara_fs.net import HttpClient
-from kithara_fs.sources.feed import SegmentFeed, Throughput
-from kithara_fs.sources.hls import Programme, VariantMedia
-from kithara_fs.sources.segments import SegmentFetcher
+from kithara_fs.sources.hls.feed import SegmentFeed
+from kithara_fs.sources.hls.playlist import (
+    MasterPlaylist,
+    MediaPlaylist,
+    Variant,
+    parse,
+    unique,
+    variant_stem,
+)
+from kithara_fs.sources.hls.programme import Programme, VariantMedia
+from kithara_fs.sources.hls.segments import SegmentFetcher
+from kithara_fs.sources.hls.throughput import Throughput
 
 from .fakes import streamed
 

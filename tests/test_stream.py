@@ -15,12 +15,11 @@ import trio
 
 from kithara_fs.budget import Deadline
 from kithara_fs.cache import CacheStore
+from kithara_fs.engine.scheduler import Scheduler, window_bytes
+from kithara_fs.engine.stream import Bytes, Eof, Pending, PendingReason, Stream
 from kithara_fs.errors import OriginError, RemoteChangedError, SeekPastEndError
 from kithara_fs.net import HttpClient
-from kithara_fs.scheduler import Scheduler
-from kithara_fs.sources import ProgressiveSource
-from kithara_fs.sources.progressive import REVALIDATE_INTERVAL
-from kithara_fs.stream import Bytes, Eof, Pending, PendingReason, Stream
+from kithara_fs.sources.progressive import REVALIDATE_INTERVAL, ProgressiveSource
 
 from .fakes import FakeOrigin
 
@@ -181,7 +180,7 @@ async def test_remote_change_fails_old_handle_and_new_handle_gets_new_bytes(rig:
 
 async def test_seek_starts_a_ranged_get_at_the_read_point(rig: Rig) -> None:
     stream = await rig.open()
-    window = rig.source.readahead_bytes()
+    window = window_bytes(rig.source)
     await stream.try_read(2_000_000, 4096, Deadline.after(30))
     # From the read point to the end of the read-ahead window, and not a byte further.
     assert rig.origin.requests[1] == f"bytes=2000000-{2_004_096 + window - 1}"

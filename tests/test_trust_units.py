@@ -15,8 +15,8 @@ from kithara_fs.cache.checksums import BLOCK, Checksums
 from kithara_fs.config import parse_config
 from kithara_fs.errors import CacheError, ConfigError, OriginError
 from kithara_fs.headers import content_length, content_range, retry_after
-from kithara_fs.hls import MediaPlaylist, parse
 from kithara_fs.redact import redact_text
+from kithara_fs.sources.hls.playlist import MediaPlaylist, parse
 
 # -- 2: header values that are not numbers are "no value", never an exception -----------------
 

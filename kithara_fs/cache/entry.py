@@ -66,8 +66,8 @@ class CacheEntry:
         # offsets, so nothing new may be written here until the next mount.
         self._disabled = False
         # Bumped whenever cached bytes are forgotten; a row snapshot taken under an older
-        # generation must never be written, or it would vouch for bytes that are gone.
-        self._generation = 0
+        # count must never be written, or it would vouch for bytes that are gone.
+        self._forgets = 0
         self._flush_lock = trio.Lock()
 
     # -- loading -------------------------------------------------------------------------
@@ -119,7 +119,7 @@ class CacheEntry:
                         "them again", self.data_path.name, lost, damaged[0][0])  # fmt: skip
             self.sums.drop(damaged)
             self.ranges = self.sums.ranges()
-            self._generation += 1  # a row snapshot from before must not vouch for them
+            self._forgets += 1  # a row snapshot from before must not vouch for them
             self._save(self.meta, self.ranges, self.sums)
             return None
         return data[offset - base : end - base]
@@ -180,7 +180,7 @@ class CacheEntry:
                 return
             self._dirty = False
             # Snapshot first: only ranges written before the fsync below may be recorded.
-            meta, generation = self.meta, self._generation
+            meta, forgets = self.meta, self._forgets
             ranges, sums = RangeSet(self.ranges.spans()), self.sums.copy()
             try:
                 if self._fd is not None:
@@ -189,7 +189,7 @@ class CacheEntry:
                 self._dirty = True
                 log.warning("cache data %s not synced: %s", self.data_path, exc)
                 return
-            if generation != self._generation:
+            if forgets != self._forgets:
                 self._dirty = True
                 return
             self._save(meta, ranges, sums)
@@ -246,7 +246,7 @@ class CacheEntry:
     def _forget_all(self) -> None:
         self.ranges = RangeSet()
         self.sums = Checksums()
-        self._generation += 1
+        self._forgets += 1
         # The row must stop vouching for these offsets before new bytes land there.
         if not self._save(self.meta, self.ranges, self.sums):
             log.warning("cache entry %s disabled until remount", self.data_path.name)

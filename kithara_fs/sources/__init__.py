@@ -1,6 +1,24 @@
-"""Sources: remote resources presented as byte spaces. Bytes only, never FUSE."""
+"""Sources: each kind of stream as byte spaces, feeds and listings. Bytes only, never FUSE.
 
-from .base import ByteSource, DownloadCursor
-from .progressive import ProgressiveSource
+Outside this package only three modules are imported: this one and ``sources.base`` (the
+interfaces every kind implements) and ``sources.kinds`` (the table of kinds). Each kind is
+one module or package here; nothing outside names one.
+"""
 
-__all__ = ["ByteSource", "DownloadCursor", "ProgressiveSource"]
+from .base import (
+    Built,
+    ByteSource,
+    Context,
+    DownloadCursor,
+    Feed,
+    Listed,
+    Listing,
+    Sequential,
+    Spec,
+    Status,
+)
+
+__all__ = [
+    "Built", "ByteSource", "Context", "DownloadCursor", "Feed", "Listed", "Listing",
+    "Sequential", "Spec", "Status",
+]  # fmt: skip

@@ -1,213 +1,202 @@
-"""What every source is to the layers above: a byte space with a length, cached bytes and downloads.
+"""What a source kind hands the layers above: the shapes of files and folders, and the context.
 
-Owns the machinery all sources share: the cache entry holding the bytes, the change signal
-readers wait on, the version generation, the one background size probe that ``ls`` may
-trigger, the read-ahead window, and the measured download rate. Subclasses say how the
-length is learnt (:meth:`ByteSource.ensure_info`) and how bytes are fetched
-(:meth:`ByteSource.download`).
+Owns the interfaces between kinds and the rest of kithara_fs. A kind builds, for each
+``[[stream]]``, one of three things:
 
-It must never speak FUSE or choose errnos, and never decide *when* to download (the
-scheduler does).
+- a :class:`~kithara_fs.sources.bytesource.ByteSource`: a seekable file of known length,
+  cached on disk and downloaded on demand (a progressive file, an HLS VOD variant);
+- a :class:`Sequential`: a file read like a pipe, where every open gets its own
+  :class:`Feed` (a live programme, an endless station);
+- a :class:`Listing`: a folder whose files are learnt from the origin in the background
+  (an HLS programme, a podcast feed); each file it lists is one of the two above.
+
+The tree turns these into nodes, the engine reads them, the FUSE adapter shows them; none of
+those knows which kind built them. It must never speak FUSE, and never name a kind.
 """
 
 from __future__ import annotations
 
 import abc
-import logging
-from collections import deque
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-import trio
+from ..budget import ChangeSignal
+from ..cache import CacheStore
+from ..errors import KitharaError
+from ..net import HttpClient
+from .bytesource import FALLBACK_BYTE_RATE, OPENING_TAIL, ByteSource, DownloadCursor
+from .status import Status
 
-from ..budget import ChangeSignal, Deadline
-from ..cache import CacheEntry
-from ..errors import CacheError, OriginError
-from ..net import HttpClient, ResourceInfo
-from ..redact import redact_url
-
-log = logging.getLogger(__name__)
-
-# Read-ahead for a file whose headers give no byte rate assumes CD audio (1411 kbit/s), the
-# highest rate common in the wild, so an unknown format still gets its full seconds ahead.
-FALLBACK_BYTE_RATE = 176_400
-# Read-ahead is never smaller than one kernel read request plus a little, nor so large that
-# one stream could fill the cache: 64 KiB .. 256 MiB.
-MIN_WINDOW = 64 * 1024
-MAX_WINDOW = 256 * 1024 * 1024
-# On open, the head and tail that players probe are fetched at once: 128 KiB covers ID3v2
-# without large cover art and the first frames; 64 KiB covers ID3v1/APE tags, the last Ogg
-# page and a short file's MP4 index. A player that wants more reads on as usual.
-PREFETCH_HEAD = 128 * 1024
-PREFETCH_TAIL = 64 * 1024
-# After a failed size probe, getattr answers "size 0" at once for this long instead of
-# probing (and making `ls` wait) again: an origin that is down stays down for a while.
-PROBE_RETRY_AFTER = 30.0
-# The download rate shown in status is averaged over this many seconds.
-RATE_WINDOW = 3.0
+__all__ = [
+    "FALLBACK_BYTE_RATE", "OPENING_TAIL", "Built", "ByteSource", "Context", "DownloadCursor",
+    "Feed", "Kind", "Listed", "Listing", "Sequential", "Spec", "Status",
+]  # fmt: skip
 
 
-class DownloadCursor(Protocol):
-    """The scheduler's handle on one running download.
+class Feed(Protocol):
+    """One reader's sequential bytes (what a :class:`Sequential` file gives each open).
 
-    ``pos`` is advanced by the download as bytes land; ``target`` is moved by the scheduler
-    as readers advance. The download stops once ``pos`` reaches ``target``.
-    """
-
-    pos: int
-    target: int
-
-
-class ByteSource(abc.ABC):
-    """A remote resource presented as one byte space, its cached bytes and its downloads.
+    Offsets count from the open; bytes are read in order. ``run`` fetches until the end, a
+    failure, or cancellation (the handle closed); ``read`` hands out what has arrived.
 
     Attributes:
-        url: the resource URL (may carry credentials: log ``shown`` instead).
-        shown: the redacted URL.
-        entry: the cache entry holding its bytes.
-        changed: notified whenever bytes land, metadata arrives or a download ends.
-        generation: bumped when the origin's version changes; handles opened on an older
-            generation must fail with ESTALE rather than see the new bytes.
-        last_error: the most recent failure, for status displays.
+        label: the file's path in the mount, for logs.
+        changed: notified when bytes arrive, the feed ends or fails, or the reader consumed.
+        min_wait: the shortest budget a blocking read should get (a live stream's pace).
+        error: why the feed stopped, once it has failed.
+        variant: what it is playing now, for status (None if the kind has no variants).
     """
 
-    def __init__(
-        self, url: str, http: HttpClient, entry: CacheEntry, readahead_seconds: float = 30.0
-    ) -> None:
-        self.url = url
-        self.readahead_seconds = readahead_seconds
-        self._byte_rate: float | None = None
-        self.shown = redact_url(url)
-        self.entry = entry
-        self.http = http
-        self.changed = ChangeSignal()
-        self.generation = 0
-        self.last_error: OriginError | None = None
-        self._probe_claimed = False
-        self._probe_lock = trio.Lock()
-        # When the current or latest background size probe started (trio clock), if ever.
-        self.probe_started: float | None = None
-        self._probe_failed_at: float | None = None
-        self._received: deque[tuple[float, int]] = deque()
+    label: str
+    changed: ChangeSignal
+    error: KitharaError | None
+    variant: str | None
 
-    # -- what subclasses provide ---------------------------------------------------------
+    @property
+    def min_wait(self) -> float: ...
 
-    @abc.abstractmethod
-    async def ensure_info(self) -> ResourceInfo:
-        """Length and version, learnt from the origin once if the cache does not know them.
+    async def run(self) -> None: ...
+
+    def read(self, offset: int, size: int) -> bytes | None:
+        """Up to ``size`` bytes at ``offset``; b"" at the end; None while none arrived.
 
         Raises:
-            OriginError: the origin cannot be reached, or the length cannot be learnt.
+            KitharaError: the feed failed, or ``offset`` is no longer held.
         """
 
-    async def revalidate(self, deadline: Deadline) -> None:
-        """On open: check the cached version is still current (no-op by default)."""
-        return None
+    def has_data_at(self, offset: int) -> bool:
+        """Whether a read at ``offset`` answers at once (bytes, the end, or the failure)."""
 
-    def byte_rate(self) -> float | None:
-        """Bytes per second of audio, once known."""
-        return self._byte_rate
+    def discard(self) -> None:
+        """The reader closed: free what is buffered."""
+
+
+class Sequential(abc.ABC):
+    """A file read like a pipe, of no known length; each open reads its own :class:`Feed`.
+
+    Attributes:
+        shown: the origin's URL, redacted (for status).
+        live: whether it is endless (a live stream) rather than a sequence that ends.
+        variant: what status shows before any open (None if the kind has no variants).
+        readahead_seconds: how much audio a feed may fetch ahead of its reader.
+    """
+
+    shown: str
+    live: bool = True
+    variant: str | None = None
+    readahead_seconds: float = 30.0
 
     @abc.abstractmethod
-    async def download(self, cursor: DownloadCursor) -> None:
-        """Fill the cache from ``cursor.pos`` until ``cursor.target``, the end, or failure."""
+    def open_feed(self, label: str) -> Feed:
+        """A new feed for one open handle, labelled with the file's path for logs."""
 
-    # -- metadata ----------------------------------------------------------------------------
 
-    @property
-    def length(self) -> int | None:
-        meta = self.entry.meta
-        return None if meta is None else meta.length
+class Listing(abc.ABC):
+    """A folder whose files come from the origin (loaded in the background, retried later).
 
-    @property
-    def probing(self) -> bool:
-        """A size probe is running, or claimed and about to run."""
-        return self._probe_claimed or self._probe_lock.locked()
+    Attributes:
+        shown: the origin's URL, redacted (for status).
+        what: what log lines call it ("HLS programme").
+    """
 
-    def claim_probe(self) -> bool:
-        """Reserve the one background probe; False if the size is known or a probe is on."""
-        if self.length is not None or self.probing:
-            return False
-        failed = self._probe_failed_at
-        if failed is not None and trio.current_time() - failed < PROBE_RETRY_AFTER:
-            return False
-        self._probe_claimed = True
-        self.probe_started = trio.current_time()
-        return True
+    shown: str
+    what: str = "listing"
 
-    async def probe_in_background(self) -> None:
-        """Learn the size for getattr (after :meth:`claim_probe`); failures are logged."""
-        try:
-            await self.ensure_info()
-        except OriginError as exc:
-            self._probe_failed_at = trio.current_time()
-            log.warning("%s: size unknown: %s", self.shown, exc.reason)
-        except Exception:
-            # Not ours to end the mount over: the size stays unknown, the probe is retried.
-            self._probe_failed_at = trio.current_time()
-            log.exception("%s: internal error while learning the size", self.shown)
-        finally:
-            self._probe_claimed = False
-            self.changed.notify()
+    def set_readahead(self, seconds: float) -> None:
+        """A reload changed the stream's read-ahead: pass it on to the files listed."""
+        return None
 
-    async def wait_length(self, deadline: Deadline) -> int | None:
-        """The length, waiting until ``deadline`` for a probe in flight; None if unknown."""
-        while self.length is None and self.probing:
-            if not await self.changed.wait(deadline):
-                break
-        return self.length
+    @abc.abstractmethod
+    async def load(self) -> Sequence[Listed]:
+        """Fetch (or recall) what the folder holds.
 
-    # -- bytes -------------------------------------------------------------------------------
-
-    def read_cached(self, offset: int, size: int) -> bytes | None:
-        return self.entry.read(offset, size)
-
-    def first_missing(self, offset: int) -> int:
-        return self.entry.ranges.first_missing(offset)
-
-    def readahead_bytes(self) -> int:
-        """The read-ahead window: ``readahead_seconds`` of audio, in bytes."""
-        rate = self.byte_rate() or FALLBACK_BYTE_RATE
-        return int(min(MAX_WINDOW, max(MIN_WINDOW, rate * self.readahead_seconds)))
-
-    def probe_ranges(self) -> list[tuple[int, int]]:
-        """What players read before they play: the head and the tail of the file."""
-        length = self.length or 0
-        head = (0, min(length, PREFETCH_HEAD))
-        tail = (max(head[1], length - PREFETCH_TAIL), length)
-        return [span for span in (head, tail) if span[0] < span[1]]
-
-    @property
-    def accepts_ranges(self) -> bool:
-        meta = self.entry.meta
-        return meta is None or meta.accepts_ranges
-
-    def _keep(self, offset: int, chunk: bytes, cursor: DownloadCursor) -> int:
-        """Cache downloaded bytes at their offset, advance the cursor, wake readers.
-
-        Returns the offset just past the chunk. Raises CacheError when it cannot be stored.
+        Raises:
+            OriginError: the listing cannot be fetched or is unusable; the folder stays empty
+                and the cause is shown in its status until a later load succeeds.
         """
-        length = self.length
-        if length is not None and offset + len(chunk) > length:
-            # A body longer than the resource (a 200 without Content-Length, say): the bytes
-            # past the end belong to no version we know.
-            chunk = chunk[: max(0, length - offset)]
-        if not self.entry.write(offset, chunk):
-            raise CacheError(f"{self.shown}: cannot store downloaded bytes")
-        end = offset + len(chunk)
-        cursor.pos = max(cursor.pos, end)
-        self._note_received(len(chunk))
-        self.changed.notify()
-        return end
 
-    def _note_received(self, size: int) -> None:
-        self.last_error = None
-        now = trio.current_time()
-        self._received.append((now, size))
-        while self._received and self._received[0][0] < now - RATE_WINDOW:
-            self._received.popleft()
 
-    def download_rate(self) -> float:
-        """Bytes per second received over the last few seconds."""
-        now = trio.current_time()
-        recent = sum(size for when, size in self._received if when >= now - RATE_WINDOW)
-        return recent / RATE_WINDOW
+Built = ByteSource | Sequential | Listing
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One file of a :class:`Listing`.
+
+    Attributes:
+        name: its name in the folder.
+        content: a seekable source or a sequential file.
+        in_playlist: whether the folder's generated playlists list it (seekable files only:
+            a folder of variants lists one of them, not every copy).
+    """
+
+    name: str
+    content: ByteSource | Sequential
+    in_playlist: bool = True
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a kind builds from: one validated ``[[stream]]``.
+
+    Attributes:
+        url: the stream's URL (may carry credentials: never log it unredacted).
+        label: its path in the mount, for log lines.
+        options: the kind's own keys, as the kind's check returned them.
+        readahead_seconds: seconds of audio to keep downloaded ahead of a reader.
+    """
+
+    url: str
+    label: str
+    options: Mapping[str, Any]
+    readahead_seconds: float
+
+
+@dataclass(eq=False)
+class Context:
+    """What the mount lends every kind: the HTTP client, the cache, and shared objects.
+
+    Attributes:
+        http: the one HTTP client (connection pool, retries, offline memory).
+        store: the disk cache; a kind takes one entry per resource it caches.
+        sources: one source per cache key, shared by every path that names it, so paths
+            that share a URL share its bytes, its version and its downloads.
+        shared: anything else a kind keeps once per mount, under a key it chooses.
+    """
+
+    http: HttpClient
+    store: CacheStore
+    sources: dict[str, ByteSource] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+def no_options(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The check of a kind without keys of its own."""
+    return {}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of stream: what the kinds table (``sources/kinds.py``) holds for it.
+
+    Attributes:
+        name: the value of ``kind`` in the config.
+        build: makes the stream's file or folder from its validated spec.
+        check: validates the kind's own config keys (only those in ``keys`` reach it) and
+            returns them with their defaults; raises ConfigError with a message that
+            starts with the ``where`` it is given.
+        keys: config keys a stream of this kind may have beyond the common ones.
+        suffixes: URL path suffixes (lower case, no dot) that choose this kind when a stream
+            names none.
+        pinnable: whether ``pin = true`` is allowed (a whole download makes sense).
+        noun: what config errors call a stream of this kind ("file", "HLS folder").
+    """
+
+    name: str
+    build: Callable[[Spec, Context], Built]
+    check: Callable[[Mapping[str, Any], str], dict[str, Any]] = no_options
+    keys: frozenset[str] = frozenset()
+    suffixes: tuple[str, ...] = ()
+    pinnable: bool = True
+    noun: str = "file"

@@ -7,7 +7,7 @@ dropped connection, sequential spooling from byte 0 when the origin ignores Rang
 
 It must never speak FUSE or choose errnos, never decide *when* to download (the scheduler
 does), and never store or serve a byte whose version it has not checked: when the origin
-changes, the old version is dropped and the generation counter moves on.
+changes, the old version is dropped and the version counter moves on.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from ..budget import Deadline
 from ..cache import CacheEntry, EntryMeta
 from ..errors import OriginError, RemoteChangedError
 from ..net import Backoff, HttpClient, ResourceInfo
-from .base import FALLBACK_BYTE_RATE, PREFETCH_TAIL, ByteSource, DownloadCursor
+from .base import Context, Kind, Spec
+from .bytesource import FALLBACK_BYTE_RATE, OPENING_TAIL, ByteSource, DownloadCursor
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class ProgressiveSource(ByteSource):
         Raises:
             OriginError: the origin cannot be reached, or does not report a length.
         """
-        async with self._probe_lock:
+        async with self._info_lock:
             info = self.info
             if info is not None:
                 return info
@@ -100,7 +101,7 @@ class ProgressiveSource(ByteSource):
         with trio.move_on_at(deadline.at) as scope:
             # One check at a time: overlapping opens share its answer instead of replacing
             # the version twice (which would fail the first opener's new handle).
-            async with self._probe_lock:
+            async with self._info_lock:
                 info = self.info
                 now = trio.current_time()
                 if info is None or (
@@ -138,7 +139,7 @@ class ProgressiveSource(ByteSource):
             return None
         head = self.entry.read(0, head_size) or b""
         tail = b""
-        for size in (TAIL_BYTES, PREFETCH_TAIL):
+        for size in (TAIL_BYTES, OPENING_TAIL):
             tail = self.entry.read(max(0, length - size), min(size, length)) or b""
             if tail:
                 break
@@ -163,12 +164,12 @@ class ProgressiveSource(ByteSource):
         info = self.info
         if info is None:
             info = await self.ensure_info()
-        generation = self.generation
+        version = self.version
         backoff = Backoff(self.http.policy)
         unflushed = 0
         first_request = True
         while True:
-            if generation != self.generation:
+            if version != self.version:
                 return
             length = info.length or 0
             start = self.entry.ranges.first_missing(cursor.pos)
@@ -191,7 +192,7 @@ class ProgressiveSource(ByteSource):
                     offset = body.start
                     try:
                         async for chunk in body.chunks():
-                            if generation != self.generation:
+                            if version != self.version:
                                 return
                             offset = self._keep(offset, chunk, cursor)
                             unflushed += len(chunk)
@@ -216,7 +217,7 @@ class ProgressiveSource(ByteSource):
                             raise
                         dropped = exc
             except RemoteChangedError as exc:
-                self._invalidate(generation, exc)
+                self._invalidate(version, exc)
                 raise
             except OriginError as exc:
                 self.last_error = exc
@@ -237,18 +238,18 @@ class ProgressiveSource(ByteSource):
 
     def _replace_version(self, info: ResourceInfo) -> None:
         log.info("%s: changed on the origin; dropping the cached version", self.shown)
-        self.generation += 1
+        self.version += 1
         self.entry.reset()
         self.entry.set_meta(_meta(info))
         self.changed.notify()
 
-    def _invalidate(self, generation: int, exc: RemoteChangedError) -> None:
+    def _invalidate(self, version: int, exc: RemoteChangedError) -> None:
         """Drop the old version once, however many downloads notice the change."""
         self.last_error = exc
-        if generation != self.generation:
+        if version != self.version:
             return
         log.warning("%s: %s; dropping cached bytes", self.shown, exc.reason)
-        self.generation += 1
+        self.version += 1
         self.entry.reset()
         self.changed.notify()
 
@@ -263,3 +264,16 @@ def _meta(info: ResourceInfo) -> EntryMeta:
         content_type=info.content_type,
         accepts_ranges=info.accepts_ranges,
     )
+
+
+def build(spec: Spec, context: Context) -> ProgressiveSource:
+    """One source per URL: paths that name the same URL share it."""
+    source = context.sources.get(spec.url)
+    if not isinstance(source, ProgressiveSource):
+        source = ProgressiveSource(spec.url, context.http, context.store.entry(spec.url))
+        context.sources[spec.url] = source
+    source.readahead_seconds = spec.readahead_seconds
+    return source
+
+
+KIND = Kind(name="file", build=build)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import m3u8  # type: ignore[import-untyped]
 
-from .errors import PlaylistError
+from ...errors import PlaylistError
 
 # A playlist larger than this is not a playlist: a day of 2 s segments is ~2 MiB of text.
 MAX_PLAYLIST_BYTES = 4 * 1024 * 1024

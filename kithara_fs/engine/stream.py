@@ -23,12 +23,11 @@ from dataclasses import dataclass
 
 import trio
 
-from .bitrate import TAIL_BYTES
-from .budget import Deadline
-from .errors import OriginError, RemoteChangedError, SeekPastEndError
+from ..bitrate import TAIL_BYTES
+from ..budget import Deadline
+from ..errors import OriginError, RemoteChangedError, SeekPastEndError
+from ..sources.base import ByteSource, Feed
 from .scheduler import Reader, Scheduler
-from .sources import ByteSource
-from .sources.feed import SegmentFeed
 
 # What poll() promises is readable: one FUSE read request (the kernel's default max_read), so
 # a reader woken by poll gets a whole request without EAGAIN instead of spinning.
@@ -115,16 +114,17 @@ class Stream:
     Attributes:
         source: the byte space being read.
         timeline: seek epoch and position of this handle.
-        generation: the source version this handle opened; a newer one means ESTALE.
+        version: the source version this handle opened; a newer one means ESTALE.
+        label: what log lines call it (the redacted URL).
     """
 
     def __init__(self, source: ByteSource, scheduler: Scheduler) -> None:
         self.source = source
         self.scheduler = scheduler
         self.timeline = Timeline()
-        self.generation = source.generation
+        self.version = source.version
         self.reader = Reader(source)
-        self.shown = source.shown
+        self.label = source.shown
         # Seekable files need no wait beyond the caller's budget.
         self.min_wait = 0.0
 
@@ -194,9 +194,9 @@ class Stream:
         """Whether a read of ``[offset, offset+size)`` needs no download (cached, or at/past
         the end), so the opener's blocking mode does not matter for it."""
         length = self.source.length
-        if length is None or offset >= length or self.generation != self.source.generation:
+        if length is None or offset >= length or self.version != self.source.version:
             return True
-        return self.source.entry.ranges.covers(offset, min(length, offset + max(size, 1)))
+        return self.source.covers(offset, min(length, offset + max(size, 1)))
 
     def readable(self) -> bool:
         """Whether a read at the handle's position would answer without waiting (for poll).
@@ -204,14 +204,14 @@ class Stream:
         End of file and a failed download count as readable: the read then reports them.
         """
         length = self.source.length
-        if self.timeline.flushing or length is None or self.generation != self.source.generation:
+        if self.timeline.flushing or length is None or self.version != self.source.version:
             return True
         position = self.timeline.resume_at
         if position >= length:
             return True
         if self.reader.failure is not None:
             return True
-        return self.source.entry.ranges.covers(position, min(length, position + POLL_READY_BYTES))
+        return self.source.covers(position, min(length, position + POLL_READY_BYTES))
 
     async def wait_readable(self) -> None:
         """Demand the bytes at the handle's position and return once :meth:`readable`."""
@@ -231,20 +231,20 @@ class Stream:
         self.scheduler.release(self.reader)
 
     def _check_version(self) -> None:
-        if self.generation != self.source.generation:
+        if self.version != self.source.version:
             raise RemoteChangedError(self.source.shown, "remote changed while open")
 
 
 class SequentialStream:
-    """One open handle on a sequential feed (a live programme, or `auto`), read like a pipe.
+    """One open handle on a sequential feed (a live programme, a station), read like a pipe.
 
     The file is nonseekable, so reads arrive in order; a read returns what has arrived (at
     least one byte), waits while nothing has, and is Eof once the feed ended and drained.
     """
 
-    def __init__(self, feed: SegmentFeed) -> None:
+    def __init__(self, feed: Feed) -> None:
         self.feed = feed
-        self.shown = feed.label
+        self.label = feed.label
         self.flushing = False
         self.position = 0
         self._scope = trio.CancelScope()
@@ -293,3 +293,6 @@ class SequentialStream:
         self.interrupt()
         self._scope.cancel()
         self.feed.discard()
+
+
+Handle = Stream | SequentialStream

@@ -1,82 +1,49 @@
-"""The FUSE adapter: pyfuse3.Operations over the registry, and the one errno table.
+"""The FUSE adapter: pyfuse3.Operations over the tree and its streams.
 
 Owns the translation between the kernel's requests and the layers below: parse arguments,
-call the registry or a stream, build attributes, and map every outcome and exception to a
-reply. Every handler passes through :func:`_boundary`, so nothing but ``FUSEError`` ever
-leaves it (any other exception would end the whole mount).
+call the registry or a stream, build attributes, and reply. Every handler passes through
+:func:`~.errnos.boundary` (the one errno table), so nothing but ``FUSEError`` ever leaves it.
 
 Every handle is opened with ``direct_io``: each read reaches the daemon, so the read contract
 (EAGAIN, EINTR, EINVAL past the end, whole reads) holds per call on every file, wholly cached
 ones included, and the kernel never zero-fills a short reply. The tree is read-only; every
 write-type call is EROFS.
 
-It must never download, cache or decide what to fetch, and it must never import httpx.
+It must never download, cache or decide what to fetch, never touch a cache entry (sources
+answer for their bytes), and never import httpx.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 import select
 import stat
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 import pyfuse3
 
-from .budget import Deadline
-from .errors import (
-    CacheError,
-    ConfigError,
-    KitharaError,
-    OriginError,
-    RemoteChangedError,
-    SeekPastEndError,
-)
-from .procfd import DescriptorProbe, mount_id
-from .redact import redact_text
-from .registry import (
+from ..budget import Deadline
+from ..engine.stream import Bytes, Eof, Handle, Pending, PendingReason
+from ..procfd import OpenerDescriptor, mount_id
+from ..redact import redact_text
+from ..tree import (
     ROOT_INODE,
     DirNode,
-    FeedNode,
     FileNode,
-    Handle,
+    ListingNode,
     Node,
-    ProgrammeNode,
+    PipeNode,
     Registry,
     StreamNode,
-    VirtualNode,
 )
-from .stream import Bytes, Eof, Pending, PendingReason
+from ..tree.nodes import VirtualNode
+from .errnos import PENDING_ERRNO, boundary, errno_for
 
 log = logging.getLogger(__name__)
-
-# The one exception → errno table, most specific class first. Why each errno:
-_ERRNO_TABLE: tuple[tuple[type[KitharaError], int, int], ...] = (
-    # kithara's StreamSeekPastEof: the caller asked for an offset the resource cannot have.
-    (SeekPastEndError, errno.EINVAL, logging.DEBUG),
-    # The object changed remotely under an open handle (mountpoint-s3 uses ESTALE alike);
-    # the handle must not continue on different bytes, a new open gets the new version.
-    (RemoteChangedError, errno.ESTALE, logging.WARNING),
-    # The origin failed for real after retries: an I/O error, as for a failing disk.
-    (OriginError, errno.EIO, logging.WARNING),
-    (CacheError, errno.EIO, logging.WARNING),
-    (ConfigError, errno.EINVAL, logging.WARNING),
-    (KitharaError, errno.EIO, logging.ERROR),
-)
-
-# Outcomes without progress → errno. NOT_READY is EAGAIN: for O_NONBLOCK readers that is
-# exactly "try again", and blocking readers only see it after a real stall of read_timeout.
-# SEEK_PENDING is EINTR: the read was superseded, as a signal interrupts a syscall.
-_PENDING_ERRNO = {
-    PendingReason.NOT_READY: errno.EAGAIN,
-    PendingReason.SEEK_PENDING: errno.EINTR,
-    # Sources handle variant changes themselves; one reaching here is a bug, so EIO.
-    PendingReason.VARIANT_CHANGE: errno.EIO,
-}
 
 # The tree only changes when the config does; let the kernel keep names for a minute.
 ENTRY_TIMEOUT = 60.0
@@ -88,7 +55,7 @@ ATTR_TIMEOUT = 60.0
 # (origin unreachable so far) should be asked for again: both are kept for a second only.
 CHANGING_ATTR_TIMEOUT = 1.0
 
-# Extended attributes of every stream file: name → key in Registry.stream_status.
+# Extended attributes of every stream file: name → field of its Status.
 _XATTRS = {
     b"user.kithara.url": "url",
     b"user.kithara.state": "state",
@@ -98,41 +65,6 @@ _XATTRS = {
     b"user.kithara.error": "error",
     b"user.kithara.variant": "variant",
 }
-
-
-def errno_for(exc: KitharaError) -> tuple[int, int]:
-    """The errno and log level for a domain exception."""
-    for cls, code, level in _ERRNO_TABLE:
-        if isinstance(exc, cls):
-            return code, level
-    return errno.EIO, logging.ERROR  # pragma: no cover - KitharaError is last in the table
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-Ops = TypeVar("Ops", bound="KitharaOperations")
-
-
-def _boundary(
-    handler: Callable[Concatenate[Ops, P], Awaitable[R]],
-) -> Callable[Concatenate[Ops, P], Awaitable[R]]:
-    """Let only FUSEError out of a handler: domain errors by the table, bugs as EIO."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: Ops, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await handler(self, *args, **kwargs)
-        except pyfuse3.FUSEError:
-            raise
-        except KitharaError as exc:
-            code, level = errno_for(exc)
-            log.log(level, "%s: %s (%s)", handler.__name__, exc, errno.errorcode[code])
-            raise pyfuse3.FUSEError(code) from None
-        except Exception:
-            log.exception("internal error in %s; answering EIO", handler.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 class _VirtualHandle:
@@ -154,7 +86,7 @@ class _Handle:
     __slots__ = ("node", "stream", "nonblocking", "descriptor", "poll_handle", "watching")
 
     def __init__(
-        self, node: StreamNode, stream: Handle, nonblocking: bool, descriptor: DescriptorProbe
+        self, node: StreamNode, stream: Handle, nonblocking: bool, descriptor: OpenerDescriptor
     ) -> None:
         self.node = node
         self.stream = stream
@@ -231,7 +163,7 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             attr.st_mode = stat.S_IFDIR | 0o555
             attr.st_nlink = 2 + sum(isinstance(c, DirNode) for c in node.children.values())
             attr.st_size = 0
-        elif isinstance(node, FeedNode):
+        elif isinstance(node, PipeNode):
             # Sequential and of unknown length: size 0, read like a pipe until EOF.
             attr.st_mode = stat.S_IFREG | 0o444
             attr.st_nlink = 1
@@ -249,16 +181,16 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             attr.st_size = await self.registry.size(node)
             self._reported_size[node.inode] = attr.st_size
             # st_blocks counts cached bytes, so du shows how much is on disk.
-            attr.st_blocks = (node.source.entry.cached_bytes() + 511) // 512
-            if not node.source.entry.is_complete():
+            attr.st_blocks = (node.source.cached_bytes() + 511) // 512
+            if not node.source.complete():
                 attr.attr_timeout = CHANGING_ATTR_TIMEOUT
         return attr
 
-    @_boundary
+    @boundary
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         return await self._attributes(self._node(inode))
 
-    @_boundary
+    @boundary
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
         await self.registry.expand(parent_inode)
         node = self.registry.lookup(parent_inode, os.fsdecode(name))
@@ -268,13 +200,13 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     # -- folders ---------------------------------------------------------------------------
 
-    @_boundary
+    @boundary
     async def opendir(self, inode: int, ctx: Any) -> int:
         if not isinstance(self._node(inode), DirNode):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         return inode
 
-    @_boundary
+    @boundary
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         await self.registry.expand(fh)
         folder = self._node(fh)
@@ -286,13 +218,13 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, index + 1):
                 break
 
-    @_boundary
+    @boundary
     async def releasedir(self, fh: int) -> None:
         return None
 
     # -- files -----------------------------------------------------------------------------
 
-    @_boundary
+    @boundary
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         node = self._node(inode)
         if isinstance(node, DirNode):
@@ -304,8 +236,8 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             self._next_fh += 1
             self._virtual[fh] = _VirtualHandle(node.render())
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
-        if isinstance(node, FeedNode):
-            feed = await self.registry.open_feed(node)
+        if isinstance(node, PipeNode):
+            feed = await self.registry.open_pipe(node)
             fh = self._next_fh
             self._next_fh += 1
             self._handles[fh] = self._new_handle(node, feed, flags, ctx)
@@ -330,10 +262,10 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         if self._mount_id is None and self.registry.mountpoint:
             self._mount_id = mount_id(self.registry.mountpoint)
         pid = int(getattr(ctx, "pid", 0) or 0)
-        descriptor = DescriptorProbe(pid, node.inode, self._mount_id)
+        descriptor = OpenerDescriptor(pid, node.inode, self._mount_id)
         return _Handle(node, stream, bool(flags & os.O_NONBLOCK), descriptor)
 
-    @_boundary
+    @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
         virtual = self._virtual.get(fh)
         if virtual is not None:
@@ -364,19 +296,19 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         if isinstance(outcome, Eof):
             return b""
         assert isinstance(outcome, Pending)
-        code = _PENDING_ERRNO[outcome.reason]
+        code = PENDING_ERRNO[outcome.reason]
         if outcome.reason is PendingReason.NOT_READY and not handle.nonblocking:
             log.warning(
                 "%s: no bytes at offset %d within %.0f s; answering EAGAIN",
-                handle.stream.shown,
+                handle.stream.label,
                 off,
                 budget,
             )
         elif outcome.reason is PendingReason.VARIANT_CHANGE:
-            log.error("%s: variant change reached the FUSE layer", handle.stream.shown)
+            log.error("%s: variant change reached the FUSE layer", handle.stream.label)
         raise pyfuse3.FUSEError(code)
 
-    @_boundary
+    @boundary
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
         """Readiness for O_NONBLOCK readers: POLLIN once the bytes at their position arrive."""
         if fh in self._virtual:
@@ -394,11 +326,11 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
                 self.registry.notify_when_readable(handle.stream, handle.wake_poller)
         return 0
 
-    @_boundary
+    @boundary
     async def flush(self, fh: int) -> None:
         return None
 
-    @_boundary
+    @boundary
     async def release(self, fh: int) -> None:
         self._virtual.pop(fh, None)
         handle = self._handles.pop(fh, None)
@@ -407,30 +339,30 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     # -- extended attributes -----------------------------------------------------------------
 
-    @_boundary
+    @boundary
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         value = self._xattrs(self._node(inode)).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
 
-    @_boundary
+    @boundary
     async def listxattr(self, inode: int, ctx: Any) -> Sequence[bytes]:
         return list(self._xattrs(self._node(inode)))
 
     def _xattrs(self, node: Node) -> dict[bytes, bytes]:
-        if isinstance(node, ProgrammeNode):
-            # A programme whose playlists failed shows why on its folder.
+        if isinstance(node, ListingNode):
+            # A listing whose load failed shows why on its folder.
             return {b"user.kithara.error": redact_text(node.error).encode()} if node.error else {}
-        if not isinstance(node, FileNode | FeedNode):
+        if not isinstance(node, FileNode | PipeNode):
             return {}
-        status = self.registry.stream_status(node)
+        status = self.registry.stream_status(node).as_dict()
         return {name: str(status[key]).encode() for name, key in _XATTRS.items()
                 if status.get(key) is not None}  # fmt: skip
 
     # -- the file system -------------------------------------------------------------------
 
-    @_boundary
+    @boundary
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = 512
@@ -442,7 +374,7 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         data.f_namemax = 255
         return data
 
-    @_boundary
+    @boundary
     async def access(self, inode: int, mode: int, ctx: Any) -> bool:
         self._node(inode)
         return not mode & os.W_OK

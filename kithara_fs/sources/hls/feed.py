@@ -17,31 +17,18 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
 
 import trio
 
-from ..budget import ChangeSignal, Deadline
-from ..errors import KitharaError, OriginError, PlaylistError
-from ..hls import MediaPlaylist, Resource
-from .hls import SWITCHABLE, Programme, VariantMedia
+from ...budget import ChangeSignal, Deadline
+from ...errors import KitharaError, OriginError, PlaylistError
+from ..base import Feed, Sequential
+from .playlist import MediaPlaylist, Resource
+from .programme import SWITCHABLE, Programme, ProgrammeFile, VariantMedia
+from .throughput import Throughput
 
 log = logging.getLogger(__name__)
 
-# Fraction of the estimated throughput a new variant's BANDWIDTH may use: ExoPlayer's
-# default bandwidth fraction (AdaptiveTrackSelection) is the same 0.7, leaving room for
-# throughput that fluctuates and for the playlist reloads of live programmes.
-SAFETY = 0.7
-# The variant playing now is kept while it needs at most this fraction of the estimate. The
-# gap between 0.7 (to switch up) and 0.85 (to stay) is the hysteresis that keeps a link near
-# a variant's bitrate from flapping between two variants every segment.
-KEEP = 0.85
-# Estimates are exponentially weighted averages of seconds per bit (harmonic, so one slow
-# segment weighs as it should) with these weights; the lower of the two throughputs counts,
-# so a drop is believed after one segment and a rise only after several (Shaka Player
-# likewise takes the minimum of a fast and a slow average).
-FAST_WEIGHT = 0.5
-SLOW_WEIGHT = 0.2
 # Bytes already read that stay in the buffer: the kernel may repeat the tail of a read.
 KEEP_BEHIND = 64 * 1024
 # Live reads wait at least this many target durations for the next segment (the parser caps
@@ -51,43 +38,6 @@ LIVE_WAIT_TARGETS = 2.0
 # segments claim zero seconds (#EXTINF:0) would otherwise be fetched whole into memory. 8 MiB
 # is over three minutes of 320 kbit/s audio.
 MAX_AHEAD_BYTES = 8 * 1024 * 1024
-
-
-class Throughput:
-    """The link's throughput, estimated from whole-segment downloads (bits per second)."""
-
-    def __init__(self) -> None:
-        self._fast: float | None = None  # seconds per bit
-        self._slow: float | None = None
-
-    def sample(self, size: int, seconds: float) -> None:
-        if size <= 0:
-            return
-        per_bit = max(seconds, 1e-6) / (size * 8)
-        self._fast = per_bit if self._fast is None else _blend(self._fast, per_bit, FAST_WEIGHT)
-        self._slow = per_bit if self._slow is None else _blend(self._slow, per_bit, SLOW_WEIGHT)
-
-    @property
-    def estimate(self) -> float | None:
-        if self._fast is None or self._slow is None:
-            return None
-        return 1 / max(self._fast, self._slow)
-
-    def choose(self, variants: Sequence[VariantMedia], current: int) -> int:
-        """The index (into ``variants``, best first) of the variant for the next segment."""
-        estimate = self.estimate
-        if estimate is None:
-            return current
-        if variants[current].variant.bandwidth <= KEEP * estimate:
-            better = [i for i in range(current)
-                      if variants[i].variant.bandwidth <= SAFETY * estimate]  # fmt: skip
-            return better[0] if better else current
-        fitting = [i for i, v in enumerate(variants) if v.variant.bandwidth <= SAFETY * estimate]
-        return fitting[0] if fitting else len(variants) - 1
-
-
-def _blend(old: float, new: float, weight: float) -> float:
-    return old * (1 - weight) + new * weight
 
 
 class SegmentFeed:
@@ -132,7 +82,7 @@ class SegmentFeed:
         switchable = all(v.extension in SWITCHABLE for v in variants)
         self._adaptive = switchable and len(variants) > 1
         self.current = self._first_choice()
-        self.variant = variants[self.current].stem
+        self.variant: str | None = variants[self.current].stem
 
     @property
     def produced(self) -> int:
@@ -280,3 +230,24 @@ class SegmentFeed:
             if not full and (ahead <= self.readahead_seconds or math.isclose(ahead, 0.0)):
                 return
             await self.changed.wait(Deadline.never())
+
+
+class FeedFile(Sequential):
+    """A live variant or `auto`: read like a pipe, each open fetching from then on."""
+
+    def __init__(self, programme: Programme, file: ProgrammeFile, start_behind: int) -> None:
+        self.programme = programme
+        self.file = file
+        self.start_behind = start_behind
+        self.shown = programme.shown
+        self.live = file.live
+        self.variant = file.feed[-1].stem
+
+    def open_feed(self, label: str) -> Feed:
+        return SegmentFeed(
+            self.programme, self.file.feed, live=self.file.live,
+            start_behind=self.start_behind, readahead_seconds=self.programme.readahead_seconds,
+            throughput=self.programme.throughput, label=label,
+        )  # fmt: skip
+
+

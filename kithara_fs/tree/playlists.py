@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .config import PLAYLIST_NAME
+from ..config import PLAYLIST_NAME
 
 __all__ = ["PLAYLIST_NAME", "PlaylistEntry", "render"]
 

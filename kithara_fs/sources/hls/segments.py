@@ -18,10 +18,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import trio
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from ..errors import OriginError, PlaylistError
-from ..hls import AES_BLOCK, MAX_KEY_BYTES, MAX_PLAYLIST_BYTES, MAX_SEGMENT_BYTES, Resource
-from ..net import Backoff, Fetched, HttpClient
-from ..redact import redact_url
+from ...errors import OriginError, PlaylistError
+from ...net import Backoff, Fetched, HttpClient
+from ...redact import redact_url
+from .playlist import AES_BLOCK, MAX_KEY_BYTES, MAX_PLAYLIST_BYTES, MAX_SEGMENT_BYTES, Resource
 
 # A segment read whole into memory (live and `auto` feeds) may be at most this large: a
 # minute of 320 kbit/s audio is 2.4 MB, so 64 MiB leaves room for video and stops a hostile

@@ -8,6 +8,9 @@ window is buffered, a cursor is pointed at the end of the window. A seek release
 reader's cursors first, and a cursor nobody needs any more is cancelled, before the read at
 the new position starts its own.
 
+It also owns how much to fetch: the read-ahead window (seconds of audio, in bytes) and the
+head and tail every open prefetches, so sources only say how bytes are fetched.
+
 It must never serve bytes or decide errnos, and never run a download without an owner: each
 cursor belongs to the readers that asked for it and dies with the last of them.
 """
@@ -19,9 +22,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .errors import KitharaError
-from .sources import ByteSource
-from .tasks import start_guarded
+from ..errors import KitharaError
+from ..sources.base import FALLBACK_BYTE_RATE, OPENING_TAIL, ByteSource
+from ..tasks import start_guarded
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,29 @@ log = logging.getLogger(__name__)
 # 512 KiB arrives in ~0.4 s even at 10 Mbit/s, cheaper than a new connection's round trips
 # and slow start, and far below any player's patience.
 JOIN_DISTANCE = 512 * 1024
+# Read-ahead is never smaller than one kernel read request plus a little, nor so large that
+# one stream could fill the cache: 64 KiB .. 256 MiB.
+MIN_WINDOW = 64 * 1024
+MAX_WINDOW = 256 * 1024 * 1024
+# On open, the head and tail that players read before they play are fetched at once: 128 KiB
+# covers ID3v2 without large cover art and the first frames; the tail (OPENING_TAIL, 64 KiB)
+# covers ID3v1/APE tags, the last Ogg page and a short file's MP4 index. A player that wants
+# more reads on as usual.
+OPENING_HEAD = 128 * 1024
+
+
+def window_bytes(source: ByteSource) -> int:
+    """The read-ahead window: the source's ``readahead_seconds`` of audio, in bytes."""
+    rate = source.byte_rate() or FALLBACK_BYTE_RATE
+    return int(min(MAX_WINDOW, max(MIN_WINDOW, rate * source.readahead_seconds)))
+
+
+def opening_spans(source: ByteSource) -> list[tuple[int, int]]:
+    """What players read before they play: the head and the tail of the file."""
+    length = source.length or 0
+    head = (0, min(length, OPENING_HEAD))
+    tail = (max(head[1], length - OPENING_TAIL), length)
+    return [span for span in (head, tail) if span[0] < span[1]]
 
 
 @dataclass(eq=False)
@@ -39,7 +65,7 @@ class Cursor:
         source: what it downloads.
         pos: the next byte it will store.
         target: it stops once ``pos`` reaches this.
-        generation: the source version it downloads; never joined once that is outdated.
+        version: the source version it downloads; never joined once that is outdated.
         owners: the readers that rely on it; it is cancelled when none is left.
         error: why it failed, once it has.
         done: it has finished, failed or been cancelled.
@@ -48,7 +74,7 @@ class Cursor:
     source: ByteSource
     pos: int
     target: int
-    generation: int
+    version: int
     owners: set[Reader] = field(default_factory=set)
     error: KitharaError | None = None
     done: bool = False
@@ -90,7 +116,7 @@ class Scheduler:
     def demand(self, reader: Reader, offset: int, end: int) -> Cursor:
         """Make sure some download is heading for the missing bytes of ``[offset, end)``."""
         need = reader.source.first_missing(offset)
-        target = end + reader.source.readahead_bytes()
+        target = end + window_bytes(reader.source)
         cursor = self._joinable(reader.source, need) or self._start(reader.source, need, target)
         cursor.target = max(cursor.target, target)
         self._attach(reader, cursor)
@@ -102,7 +128,7 @@ class Scheduler:
         length = source.length
         if length is None:
             return
-        window = source.readahead_bytes()
+        window = window_bytes(source)
         window_end = min(length, position + window)
         gap = source.first_missing(position)
         if gap >= window_end:
@@ -118,6 +144,10 @@ class Scheduler:
         cursor = self._joinable(source, gap) or self._start(source, gap, window_end)
         cursor.target = max(cursor.target, window_end)
         self._attach(reader, cursor)
+
+    def prefetch_opening(self, reader: Reader) -> None:
+        """A handle opened: fetch the head and the tail now, without moving its window."""
+        self.prefetch(reader, opening_spans(reader.source))
 
     def prefetch(self, reader: Reader, spans: list[tuple[int, int]]) -> None:
         """Fetch these spans now, on the reader's behalf, without moving its window."""
@@ -144,7 +174,7 @@ class Scheduler:
 
     def _joinable(self, source: ByteSource, need: int) -> Cursor | None:
         for cursor in self._cursors.get(source, ()):
-            if cursor.done or cursor.generation != source.generation:
+            if cursor.done or cursor.version != source.version:
                 continue
             # Without Range support every download streams from byte 0: share the one running.
             if not source.accepts_ranges or cursor.pos <= need <= cursor.pos + JOIN_DISTANCE:
@@ -157,7 +187,7 @@ class Scheduler:
             cursor.owners.add(reader)
 
     def _start(self, source: ByteSource, start: int, target: int) -> Cursor:
-        cursor = Cursor(source=source, pos=start, target=target, generation=source.generation)
+        cursor = Cursor(source=source, pos=start, target=target, version=source.version)
         self._cursors.setdefault(source, []).append(cursor)
         start_guarded(self._nursery, source.shown, self._run, cursor)
         return cursor
@@ -191,4 +221,4 @@ class Scheduler:
                 self._cursors.pop(source, None)
             source.changed.notify()
             with trio.CancelScope(shield=True):
-                await source.entry.flush()
+                await source.flush()

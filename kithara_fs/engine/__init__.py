@@ -1,0 +1,7 @@
+"""The engine: kithara's read contract over any source, and the downloads that serve it.
+
+``scheduler`` decides what to download, when and how much (cursors, read-ahead, the
+opening prefetch); ``stream`` answers one handle's reads (``try_read`` with typed outcomes,
+seek epochs, wait budgets) over a seekable source or a pipe-like feed. It imports no kind of
+source, only their interfaces (``sources.base``), and never speaks FUSE.
+"""

@@ -1,0 +1,29 @@
+"""The HTTP client: the only package that imports httpx.
+
+Owns connection limits, retries with exponential backoff and full jitter, Range and If-Range
+requests, validation of what the origin answered (status, Content-Range, validators,
+Content-Encoding), and the translation of every httpx exception into our own
+:class:`~kithara_fs.errors.OriginError` family at the point where it enters. It is split in
+three: ``retry`` paces the attempts, ``answers`` judges what came back, ``client`` sends the
+requests.
+
+It must never decide what to download or cache, and never return a byte whose position in
+the resource it has not checked.
+"""
+
+from .answers import MAX_REDIRECTS, Body, Fetched, ResourceInfo
+from .client import OFFLINE_MEMORY, STALL_TIMEOUT, USER_AGENT, HttpClient
+from .retry import Backoff, RetryPolicy
+
+__all__ = [
+    "MAX_REDIRECTS",
+    "OFFLINE_MEMORY",
+    "STALL_TIMEOUT",
+    "USER_AGENT",
+    "Backoff",
+    "Body",
+    "Fetched",
+    "HttpClient",
+    "ResourceInfo",
+    "RetryPolicy",
+]

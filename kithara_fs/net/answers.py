@@ -1,0 +1,244 @@
+"""What the origin answered, and whether to believe it.
+
+Owns :class:`ResourceInfo` (length and validators), :class:`Fetched`, :class:`Body` (the
+only way body bytes leave this package), the validation of an answer to a ranged GET
+(status, Content-Range, Content-Length, validators, Content-Encoding), and the translation
+of every httpx exception into our own :class:`~kithara_fs.errors.OriginError` family.
+
+It must never send a request or retry one (that is ``client``), never hand out a byte whose
+position in the resource it has not checked or beyond what the answer promised, and never
+let an httpx exception out untranslated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from .. import headers
+from ..errors import OriginError, RemoteChangedError
+
+# Status codes worth another try: the origin or a proxy is overloaded or restarting.
+_TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Everything httpx raises for a failed exchange; InvalidURL and StreamError are not HTTPErrors.
+_HTTPX_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL)
+# Failures that another try cannot mend: a redirect loop, a redirect (or URL) to a scheme other
+# than http(s), a URL httpx cannot even build. Retrying them only makes a request storm.
+_PERMANENT_ERRORS = (httpx.TooManyRedirects, httpx.UnsupportedProtocol, httpx.InvalidURL)
+# At most this many redirects per request (httpx allows 20; browsers about 20, curl 50 with
+# -L): real CDNs use one or two, so ten is generous and a loop ends quickly.
+MAX_REDIRECTS = 10
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    """What the origin told us about a resource.
+
+    Attributes:
+        length: total size in bytes, or None if the origin does not say.
+        etag: the ETag header, verbatim (None when absent).
+        last_modified: the Last-Modified header, verbatim.
+        content_type: the Content-Type header.
+        accepts_ranges: False once the origin answered a Range request with a whole body.
+    """
+
+    length: int | None
+    etag: str | None = None
+    last_modified: str | None = None
+    content_type: str | None = None
+    accepts_ranges: bool = True
+
+    def if_range(self) -> str | None:
+        """The validator to send in If-Range; weak ETags are not allowed there (RFC 9110)."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def same_version(self, other: ResourceInfo) -> bool:
+        """Whether ``other`` describes the same bytes, judged by the strongest shared validator."""
+        if self.length is not None and other.length is not None and self.length != other.length:
+            return False
+        if self.etag and other.etag:
+            return self.etag == other.etag
+        if self.last_modified and other.last_modified:
+            return self.last_modified == other.last_modified
+        return True
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A small resource read whole, and the URL it came from after redirects."""
+
+    data: bytes
+    url: str
+
+
+@dataclass
+class Body:
+    """An open response body positioned at ``start``.
+
+    Attributes:
+        start: offset in the resource of the first byte :meth:`chunks` yields. It equals the
+            requested offset, except 0 when the origin ignored the Range header.
+        info: what this response said about the resource.
+        expected_bytes: how many body bytes the answer promised (its Content-Range span, or
+            its Content-Length; None when it did not say): no byte beyond them is handed
+            out, and fewer is a transient failure.
+    """
+
+    start: int
+    info: ResourceInfo
+    _response: httpx.Response
+    _url: str
+    not_modified: bool = False
+    expected_bytes: int | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Raw body bytes (never content-decoded), never more than the answer promised.
+
+        A dropped or stalled connection, or a body that ends before the promised length, is
+        a transient error raised after every byte that did arrive was handed on.
+        """
+        received = 0
+        limit = self.expected_bytes
+        try:
+            # No re-chunking: every byte that arrived is handed on before a drop is noticed,
+            # so a resumed request starts exactly where this one broke off.
+            async for chunk in self._response.aiter_raw():
+                if limit is not None and received + len(chunk) > limit:
+                    chunk = chunk[: limit - received]
+                received += len(chunk)
+                if chunk:
+                    yield chunk
+                if limit is not None and received >= limit:
+                    return
+        except _HTTPX_ERRORS as exc:
+            raise OriginError(self._url, f"connection lost mid-body after {received} bytes: "
+                              f"{_describe(exc)}", transient=True) from exc  # fmt: skip
+        if limit is not None and received < limit:
+            raise OriginError(self._url, f"body ended after {received} of {limit} bytes",
+                              transient=True)  # fmt: skip
+
+
+def _interpret(
+    response: httpx.Response,
+    url: str,
+    start: int,
+    end: int | None,
+    expected: ResourceInfo | None,
+    conditional: bool = False,
+) -> Body:
+    """Check a response to a ranged GET and say where its body starts and how long it is.
+
+    Only a 206 whose Content-Range is exactly the span asked for, or a 200 (the whole
+    resource, from byte 0), carries bytes. Everything else is an error, so an error page
+    can never be taken for content.
+    """
+    status = response.status_code
+    if status == 304 and conditional:
+        return Body(start, _info(response, None), response, url, not_modified=True,
+                    expected_bytes=0)  # fmt: skip
+    if status in _TRANSIENT_STATUSES:
+        raise OriginError(url, f"HTTP {status}", transient=True)
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Transient: a cache or proxy in the way may compress one answer and not the next;
+        # an origin that always does fails after the retries like any other.
+        raise OriginError(url, f"origin sent Content-Encoding {encoding!r} despite identity",
+                          transient=True)  # fmt: skip
+    if status == 416:
+        total = headers.unsatisfied_length(response.headers.get("Content-Range"))
+        if expected is not None and expected.length is not None and start < expected.length:
+            raise RemoteChangedError(url, f"origin no longer has byte {start} (now {total})")
+        if total == 0 and start == 0:
+            # A probe of an empty resource: the length is all it learns; the 416's body (an
+            # error page, often) is never read.
+            return Body(start, _info(response, 0), response, url, expected_bytes=0)
+        shown_total = "an unknown length" if total is None else f"{total} bytes"
+        raise OriginError(url, f"HTTP 416: byte {start} is past the end ({shown_total})")
+    length_header = headers.content_length(response.headers.get("Content-Length"))
+    promised: int | None
+    if status == 206:
+        span = headers.content_range(response.headers.get("Content-Range"))
+        if span is None:
+            raise OriginError(url, "206 answer without a usable Content-Range", transient=True)
+        if start < 0:
+            if span.total is None:
+                raise OriginError(url, "suffix range answered without the length")
+            start = max(0, span.total + start)  # a suffix range: ends at the last byte
+        if span.first != start:
+            raise OriginError(url, f"asked for byte {start}, origin sent from {span.first}",
+                              transient=True)  # fmt: skip
+        wanted_last = end if end is not None else None
+        if span.total is not None:
+            wanted_last = span.total - 1 if end is None else min(end, span.total - 1)
+        if wanted_last is not None and span.last != wanted_last:
+            raise OriginError(url, f"asked for bytes {start}-{wanted_last}, origin sent "
+                              f"{span.first}-{span.last}", transient=True)  # fmt: skip
+        if length_header is not None and length_header != span.length:
+            raise OriginError(url, f"Content-Length {length_header} disagrees with Content-"
+                              f"Range {span.first}-{span.last}", transient=True)  # fmt: skip
+        info = _info(response, span.total)
+        first, promised = span.first, span.length
+    elif status == 200:
+        info = _info(response, length_header)
+        info = ResourceInfo(
+            info.length, info.etag, info.last_modified, info.content_type, accepts_ranges=False
+        )
+        first, promised = 0, length_header
+    else:
+        raise OriginError(url, f"HTTP {status}")
+    if expected is not None and not expected.same_version(info):
+        raise RemoteChangedError(
+            url,
+            f"remote changed (ETag {expected.etag} -> {info.etag}, "
+            f"length {expected.length} -> {info.length})",
+        )
+    return Body(first, info, response, url, expected_bytes=promised)
+
+
+def _validator(value: str | None) -> str | None:
+    """A validator we can send back (If-Range, If-None-Match): printable ASCII, bounded.
+
+    RFC 9110 allows obs-text in an entity tag, but httpx cannot send it, and a validator we
+    cannot send back is one we cannot use: without it, changes are noticed by length alone.
+    """
+    if value is None or len(value) > 256 or not value.isascii() or not value.isprintable():
+        return None
+    return value
+
+
+def _info(response: httpx.Response, length: int | None) -> ResourceInfo:
+    headers = response.headers
+    return ResourceInfo(
+        length=length,
+        etag=_validator(headers.get("ETag")),
+        last_modified=_validator(headers.get("Last-Modified")),
+        content_type=headers.get("Content-Type"),
+        accepts_ranges=True,
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    return headers.retry_after(response.headers.get("Retry-After"), time.time())
+
+
+def _translate(url: str, exc: Exception) -> OriginError:
+    """Our error for an httpx failure: transient unless retrying cannot help."""
+    if isinstance(exc, httpx.TooManyRedirects):
+        return OriginError(url, f"more than {MAX_REDIRECTS} redirects (a redirect loop?)")
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return OriginError(url, "redirected to (or given) a URL that is not http or https")
+    if isinstance(exc, httpx.InvalidURL):
+        return OriginError(url, f"invalid URL: {exc}")
+    error = OriginError(url, _describe(exc), transient=not isinstance(exc, _PERMANENT_ERRORS))
+    error.__cause__ = exc
+    return error
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

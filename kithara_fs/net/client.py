@@ -1,0 +1,246 @@
+"""Sending the requests: connection limits, timeouts, Range and If-Range, retry loops.
+
+Owns :class:`HttpClient` (one ``httpx.AsyncClient`` configured for byte-exact ranged
+downloads), the retry loops around each request (paced by ``retry``), and the memory of
+which hosts recently did not answer.
+
+It must never decide what to download or cache, never hand out a response that ``answers``
+has not judged, and never let an httpx exception out untranslated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+
+from ..errors import OriginError
+from ..redact import redact_url
+from .answers import (
+    _HTTPX_ERRORS,
+    _TRANSIENT_STATUSES,
+    MAX_REDIRECTS,
+    Body,
+    Fetched,
+    ResourceInfo,
+    _describe,
+    _interpret,
+    _retry_after,
+    _translate,
+)
+from .retry import Backoff, RetryPolicy
+
+USER_AGENT = "kithara-fs/0.1"
+# A connection that delivers no byte for this long while we wait on it is stalled: it is
+# abandoned and the download resumes on a new one at the first missing byte. Five seconds
+# is far beyond any healthy gap between TCP segments (a slow link trickles bytes, it does
+# not pause), and leaves a blocking reader (30 s budget) time for several replacements.
+STALL_TIMEOUT = 5.0
+# A host that did not answer a revalidation is taken to be offline for this long: opens of
+# cached files from it do not ask again (and so do not wait) until then.
+OFFLINE_MEMORY = 60.0
+
+
+class HttpClient:
+    """An httpx.AsyncClient configured for byte-exact ranged downloads.
+
+    Use as ``async with HttpClient() as http:``. Pass ``transport`` to substitute a test
+    transport (unit tests only).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 32,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
+        # Per-phase socket timeouts only; the user-facing budget is the read deadline, which
+        # the caller enforces with a cancel scope around the whole wait.
+        timeout = httpx.Timeout(connect=10.0, read=STALL_TIMEOUT, write=10.0, pool=30.0)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections // 2
+        )
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        )
+        # host -> when it last failed to answer (trio clock); cleared by any answer.
+        self._unreachable: dict[str, float] = {}
+
+    def note_unreachable(self, url: str) -> None:
+        """Remember that ``url``'s host did not answer (see :meth:`recently_unreachable`)."""
+        self._unreachable[_host(url)] = trio.current_time()
+
+    def recently_unreachable(self, url: str) -> bool:
+        """Whether ``url``'s host failed to answer within the last :data:`OFFLINE_MEMORY` s."""
+        since = self._unreachable.get(_host(url))
+        return since is not None and trio.current_time() - since < OFFLINE_MEMORY
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.aclose()
+
+    async def probe(self, url: str) -> ResourceInfo:
+        """Learn length and validators with a one-byte ranged GET (HEAD is often wrong)."""
+        async with self.open_range(url, 0, 0) as body:
+            return body.info
+
+    async def revalidate(self, url: str, known: ResourceInfo) -> ResourceInfo | None:
+        """Ask once, conditionally, whether ``known`` is still current.
+
+        Returns None when it is (304 Not Modified, or the same validators), else the new
+        version's info. No retries: a failure means "use the cache" to the caller.
+        """
+        conditions = {}
+        if known.etag:
+            conditions["If-None-Match"] = known.etag
+        elif known.last_modified:
+            conditions["If-Modified-Since"] = known.last_modified
+        async with self.open_range(
+            url, 0, 0, conditions=conditions, policy=RetryPolicy(attempts=1)
+        ) as body:
+            if body.not_modified or known.same_version(body.info):
+                return None
+            return body.info
+
+    async def fetch(self, url: str, limit: int) -> Fetched:
+        """GET a small resource whole (a playlist, a key), retrying transient failures.
+
+        The body is never logged. Raises OriginError when it is not 200, or larger than
+        ``limit`` bytes (read no further than that).
+        """
+        shown = redact_url(url)
+        backoff = Backoff(self.policy)
+        while True:
+            retry_after: float | None = None
+            try:
+                async with self._client.stream("GET", url) as response:
+                    status = response.status_code
+                    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+                    if status == 200 and encoding not in ("", "identity"):
+                        # Never decoded: a small gzip body can inflate to gigabytes.
+                        error = OriginError(shown, f"origin sent Content-Encoding {encoding!r} "
+                                            "despite identity", transient=True)  # fmt: skip
+                    elif status == 200:
+                        data = bytearray()
+                        async for chunk in response.aiter_raw():
+                            data += chunk
+                            if len(data) > limit:
+                                raise OriginError(shown, f"larger than {limit} bytes")
+                        return Fetched(bytes(data), str(response.url))
+                    else:
+                        error = OriginError(
+                            shown, f"HTTP {status}", transient=status in _TRANSIENT_STATUSES
+                        )
+                        retry_after = _retry_after(response)
+            except _HTTPX_ERRORS as exc:
+                error = _translate(shown, exc)
+            if not error.transient:
+                raise error
+            await backoff.pause(error, retry_after)
+
+    async def tail(self, url: str, count: int, limit: int) -> tuple[int, bytes]:
+        """The resource's length and its last ``count`` bytes, in one suffix-range GET.
+
+        An origin that ignores Range sends the whole body; it is read (up to ``limit``
+        bytes) and its end kept.
+        """
+        async with self.open_range(url, -count) as body:
+            data = bytearray()
+            seen = 0
+            async for chunk in body.chunks():
+                seen += len(chunk)
+                if seen > limit:
+                    raise OriginError(redact_url(url), f"larger than {limit} bytes")
+                # Only the last ``count`` bytes are kept: an origin that ignores Range sends
+                # the whole body, which must not pile up in memory.
+                data += chunk
+                del data[: max(0, len(data) - count)]
+            length = body.info.length
+            if length is None:
+                raise OriginError(redact_url(url), "origin does not report the length")
+            return length, bytes(data[-count:])
+
+    @asynccontextmanager
+    async def open_range(
+        self,
+        url: str,
+        start: int,
+        end: int | None = None,
+        expected: ResourceInfo | None = None,
+        *,
+        conditions: dict[str, str] | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> AsyncIterator[Body]:
+        """Open ``bytes=start-end`` (inclusive end, open-ended when None), retrying transients.
+
+        A negative ``start`` asks for the last ``-start`` bytes (a suffix range).
+
+        With ``expected``, the request carries If-Range and the answer is checked against
+        it: a different version raises :class:`RemoteChangedError`.
+
+        Raises:
+            OriginError: permanent failure, or transient failures after all retries.
+            RemoteChangedError: the origin serves a different version than ``expected``.
+        """
+        shown = redact_url(url)
+        spec = f"-{-start}" if start < 0 else f"{start}-{'' if end is None else end}"
+        headers = {"Range": f"bytes={spec}"}
+        if expected is not None and (validator := expected.if_range()):
+            headers["If-Range"] = validator
+        headers.update(conditions or {})
+        backoff = Backoff(policy or self.policy)
+        while True:
+            retry_after: float | None = None
+            try:
+                request = self._client.build_request("GET", url, headers=headers)
+            except (ValueError, httpx.InvalidURL) as exc:  # incl. UnicodeEncodeError
+                raise OriginError(shown, f"cannot build the request: {_describe(exc)}") from None
+            try:
+                response = await self._client.send(request, stream=True)
+            except _HTTPX_ERRORS as exc:
+                error = _translate(shown, exc)
+                if not error.transient:
+                    raise error from exc
+            else:
+                self._unreachable.pop(_host(url), None)
+                try:
+                    body = _interpret(response, shown, start, end, expected, bool(conditions))
+                except OriginError as exc:
+                    await response.aclose()
+                    if not exc.transient:
+                        raise
+                    error = exc
+                    retry_after = _retry_after(response)
+                else:
+                    try:
+                        yield body
+                    finally:
+                        await response.aclose()
+                    return
+            await backoff.pause(error, retry_after)
+
+
+def _host(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port}"
+    except ValueError:
+        return url

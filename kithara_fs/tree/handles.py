@@ -1,0 +1,112 @@
+"""Open handles: opening a file's stream, closing it, and waking poll() waiters.
+
+Owns every open handle of the mount: the :class:`~kithara_fs.engine.stream.Stream` of a
+seekable file (after its size is known and its version checked, with the head and tail
+prefetched) or the :class:`~kithara_fs.engine.stream.SequentialStream` of a pipe-like file
+(with its own feed, fetching in the background), which handles read each node (for status),
+and interrupting them all when the mount stops.
+
+It must never import pyfuse3 or choose errnos: failures reach the caller as exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from ..budget import Deadline
+from ..config import Settings
+from ..engine.scheduler import Scheduler
+from ..engine.stream import Handle, SequentialStream, Stream
+from ..errors import OriginError
+from ..sources import Feed
+from .background import Background
+from .nodes import FileNode, PipeNode, StreamNode
+from .tree import Tree
+
+log = logging.getLogger(__name__)
+
+
+class Handles:
+    """The open handles of one mount."""
+
+    def __init__(self, tree: Tree, scheduler: Scheduler, background: Background) -> None:
+        self.tree = tree
+        self.scheduler = scheduler
+        self.background = background
+        self._streams: set[Handle] = set()
+        self._by_node: dict[StreamNode, set[Handle]] = {}
+        # The feed each pipe-like file's newest handle reads (for status).
+        self._feeds: dict[PipeNode, Feed] = {}
+
+    @property
+    def settings(self) -> Settings:
+        return self.tree.settings
+
+    async def open(self, node: FileNode) -> Stream:
+        """A new handle; learns the size first if needed (an OriginError ends the open)."""
+        source = node.source
+        with trio.move_on_after(self.settings.read_timeout):
+            await source.ensure_info()
+        await source.revalidate(Deadline.after(self.settings.metadata_timeout))
+        if source.length is None:
+            raise OriginError(source.shown, "size not known within the read budget")
+        stream = Stream(source, self.scheduler)
+        # Players read the head and the tail before they play: fetch both at once.
+        self.scheduler.prefetch_opening(stream.reader)
+        source.opened()
+        self._track(node, stream)
+        return stream
+
+    def open_pipe(self, node: PipeNode) -> SequentialStream:
+        """A new handle on a pipe-like file: its own feed, fetching from now on."""
+        feed = node.file.open_feed("/".join(self.tree.path_of(node)))
+        stream = SequentialStream(feed)
+        self.background.spawn(stream.label, stream.run)
+        self._feeds[node] = feed
+        self._track(node, stream)
+        return stream
+
+    def _track(self, node: StreamNode, stream: Handle) -> None:
+        self._streams.add(stream)
+        self._by_node.setdefault(node, set()).add(stream)
+        self.tree.hold(node)
+
+    def close(self, node: StreamNode, stream: Handle) -> None:
+        stream.close()
+        self._streams.discard(stream)
+        if isinstance(node, FileNode):
+            node.source.closed()
+        handles = self._by_node.get(node)
+        if handles is not None and stream in handles:
+            handles.discard(stream)
+            if not handles:
+                del self._by_node[node]
+            self.tree.release(node)
+
+    def of(self, node: StreamNode) -> set[Handle]:
+        """The handles open on ``node`` now."""
+        return self._by_node.get(node, set())
+
+    def feed(self, node: PipeNode) -> Feed | None:
+        """The feed of the newest handle opened on ``node``, if any was."""
+        return self._feeds.get(node)
+
+    def notify_when_readable(self, stream: Handle, notify: Callable[[], None]) -> None:
+        """Call ``notify`` (a poll handle's) once ``stream`` can be read without waiting."""
+
+        async def watch() -> None:
+            await stream.wait_readable()
+            try:
+                notify()
+            except OSError as exc:  # the poller went away; nothing to wake
+                log.debug("poll notification not delivered: %s", exc)
+
+        self.background.spawn(stream.label, watch)
+
+    def interrupt_all(self) -> None:
+        """The mount is stopping: every waiting read returns SEEK_PENDING (EINTR)."""
+        for stream in self._streams:
+            stream.interrupt()
