@@ -61,19 +61,13 @@ def run_mount(
     # say so: the cache holds credentials, tokens and decrypted media.
     os.umask(0o077)
     try:
-        store = CacheStore(settings.cache_dir, settings.max_size)
-    except CacheError as exc:
-        raise MountError(str(exc)) from None
-    try:
-        trio.run(_serve, settings, mountpoint, store, on_ready, allow_other)
+        trio.run(_serve, settings, mountpoint, on_ready, allow_other)
     except BaseExceptionGroup as group:
         # A nursery wraps what its body raised; a lone MountError is still a one-line error.
         failed, rest = group.split(MountError)
         if failed is None or rest is not None:
             raise
         raise _first(failed) from None
-    finally:
-        store.close()
     log.info("unmounted %s", mountpoint)
     return 0
 
@@ -86,15 +80,20 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 async def _serve(
     settings: Settings,
     mountpoint: str,
-    store: CacheStore,
     on_ready: Callable[[], None] | None,
     allow_other: bool,
 ) -> None:
     # Resolved here, before the mount exists: resolving it later would stat the mount root
     # from the thread that must answer that very request.
     mountpoint = os.path.realpath(mountpoint)
+    try:
+        store = CacheStore(settings.cache_dir, settings.max_size)
+    except CacheError as exc:
+        raise MountError(str(exc)) from None
     async with contextlib.AsyncExitStack() as stack:
-        # Unwound last: whatever ended the mount, the index records what was downloaded.
+        stack.callback(store.close)
+        # Unwound next to last: whatever ended the mount, the index records what was
+        # downloaded.
         stack.push_async_callback(_flush_shielded, store)
         http = await stack.enter_async_context(HttpClient())
         nursery = await stack.enter_async_context(trio.open_nursery())
@@ -110,7 +109,7 @@ async def _serve(
         stack.callback(close_session)
         stack.callback(registry.interrupt_all)
         stack.callback(notify, "STOPPING=1")
-        registry.start_probes()
+        registry.start_background()
         start_guarded(nursery, "cache eviction", store.run_evictions)
         start_guarded(nursery, "signals", _handle_signals, registry, store)
         start_guarded(nursery, "readiness", _announce_ready, registry, on_ready)

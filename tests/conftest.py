@@ -84,11 +84,13 @@ def mount(
         name: str = "mnt",
         env: dict[str, str] | None = None,
         mountpoint: Path | None = None,
+        command: list[str] | None = None,
         **opts: object,
     ) -> Mount:
         folder = cache_dir or tmp_path / "cache"
         config = write_config(tmp_path / f"{name}.toml", streams, folder, cache, **opts)
-        m = Mount(config, mountpoint or tmp_path / name, tmp_path / f"{name}.log", env)
+        m = Mount(config, mountpoint or tmp_path / name, tmp_path / f"{name}.log", env,
+                  command)  # fmt: skip
         mounts.append(m)
         return m.start()
 

@@ -67,10 +67,18 @@ class Mount:
     """A mounted kithara-fs; use ``with Mount(...) as m:``."""
 
     def __init__(
-        self, config: Path, mountpoint: Path, log: Path, env: dict[str, str] | None = None
+        self,
+        config: Path,
+        mountpoint: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.config = config
         self.env = env or {}
+        # What runs `kithara-fs`: by default the installed package; a test may run a
+        # program of its own that embeds kithara_fs (one that registers a kind, say).
+        self.command = command or [sys.executable, "-m", "kithara_fs"]
         self.mountpoint = mountpoint
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -90,7 +98,7 @@ class Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kithara_fs", "--log-level", "debug", "mount",
+                [*self.command, "--log-level", "debug", "mount",
                  "--foreground", str(self.config), str(self.mountpoint)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=clean_env() | self.env,

@@ -59,7 +59,7 @@ DEAD = {errno.ENOTCONN, errno.ECONNABORTED}
 # After poll() said POLLIN, more than this many EAGAINs in a row counts as one poll lie.
 POLL_LIE_STREAK = 3
 # poll() promises only this many bytes at the reader's position (POLL_READY_BYTES in
-# kithara_fs/stream.py), so a longer read may still be EAGAIN after POLLIN: such lies are
+# kithara_fs/engine/stream.py), so a longer read may still be EAGAIN after POLLIN: such lies are
 # counted apart from those of reads that fit the window.
 READY_WINDOW = 128 * 1024
 POLL_WAIT_MS = 1000

@@ -177,7 +177,7 @@ async def test_listing_waits_one_metadata_budget_in_all(
     })  # fmt: skip
     async with HttpClient(transport=origin.transport()) as http, trio.open_nursery() as nursery:
         registry = Registry(settings, http, CacheStore(tmp_path), Scheduler(nursery), nursery)
-        registry.start_probes()
+        registry.start_background()
         fs = KitharaOperations(registry)
         start = trio.current_time()
         sizes = [(await lookup_path(fs, f"{i}.mp3")).st_size for i in range(10)]

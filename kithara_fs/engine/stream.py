@@ -88,7 +88,7 @@ class Timeline:
     def observe(self, offset: int, end: int, length: int) -> bool:
         """Record a read of ``[offset, end)``; return True if it is a seek (epoch bumped).
 
-        Reads of the tail are the probes players make before playing (ID3v1 and APE tags,
+        Reads of the tail are what players look at before playing (ID3v1 and APE tags,
         an MP4 index at the end, the last Ogg page): they neither seek nor move the position.
         """
         if offset >= length - TAIL_BYTES:

@@ -30,17 +30,8 @@ from ..budget import Deadline
 from ..engine.stream import Bytes, Eof, Handle, Pending, PendingReason
 from ..procfd import OpenerDescriptor, mount_id
 from ..redact import redact_text
-from ..tree import (
-    ROOT_INODE,
-    DirNode,
-    FileNode,
-    ListingNode,
-    Node,
-    PipeNode,
-    Registry,
-    StreamNode,
-)
-from ..tree.nodes import VirtualNode
+from ..tree import ROOT_INODE, DirNode, FileNode, Registry
+from ..tree.nodes import ListingNode, Node, PipeNode, StreamNode, VirtualNode
 from .errnos import PENDING_ERRNO, boundary, errno_for
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from .bytesource import FALLBACK_BYTE_RATE, OPENING_TAIL, ByteSource, DownloadCu
 log = logging.getLogger(__name__)
 
 # An open asks the origin whether the cached version is still current at most this often:
-# players open a file several times in a row (probe, then play), and one conditional request
-# a minute per file is plenty to notice a republished episode.
+# players open a file several times in a row (a first look, then play), and one conditional
+# request a minute per file is plenty to notice a republished episode.
 REVALIDATE_INTERVAL = 60.0
 # A download's first request ends at its target, and at least 256 KiB past its start, so a
 # seek fetches nothing beyond the window it declared. A download that outlives its first

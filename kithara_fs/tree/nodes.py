@@ -54,36 +54,35 @@ class ListingNode(DirNode):
 
 
 @dataclass(eq=False)
-class FileNode:
-    """A seekable file of known length.
+class StreamLeaf:
+    """What every file of a stream has: where it is, the config it came from, its fate.
 
     Attributes:
         removed: a reload dropped the stream; lookups no longer find it, open handles go on.
         listed: it is a file of a listing (not a stream of the config itself).
-        in_playlist: the folder's generated playlists list it.
     """
 
     inode: int
     name: str
     parent: DirNode
     config: StreamConfig
-    source: ByteSource
-    removed: bool = False
-    listed: bool = False
-    in_playlist: bool = True
+    removed: bool = field(default=False, kw_only=True)
+    listed: bool = field(default=False, kw_only=True)
 
 
 @dataclass(eq=False)
-class PipeNode:
+class FileNode(StreamLeaf):
+    """A seekable file of known length; ``in_playlist``: the folder's playlists list it."""
+
+    source: ByteSource
+    in_playlist: bool = field(default=True, kw_only=True)
+
+
+@dataclass(eq=False)
+class PipeNode(StreamLeaf):
     """A file read like a pipe (size 0, nonseekable): each open reads its own feed."""
 
-    inode: int
-    name: str
-    parent: DirNode
-    config: StreamConfig
     file: Sequential
-    removed: bool = False
-    listed: bool = False
 
 
 @dataclass(eq=False)

@@ -73,7 +73,7 @@ class Registry:
         self.background.start()
         return change
 
-    def start_probes(self) -> None:
+    def start_background(self) -> None:
         self.background.start()
 
     # -- what the FUSE adapter asks ------------------------------------------------------------

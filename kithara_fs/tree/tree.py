@@ -12,22 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..cache import CacheStore
 from ..config import CONTROL_DIR, PLAYLIST_NAME, Settings, StreamConfig
 from ..sources import ByteSource, Context, Listed, Listing, Sequential, Spec, kinds
-from .nodes import (
-    ROOT_INODE,
-    DirNode,
-    FileNode,
-    ListingNode,
-    Node,
-    PipeNode,
-    StreamNode,
-    VirtualNode,
-)
+from .nodes import ROOT_INODE, DirNode, FileNode, ListingNode, PipeNode, VirtualNode
 from .playlists import PlaylistEntry
 from .playlists import render as render_playlist
+
+if TYPE_CHECKING:
+    from .nodes import Node, StreamNode
 
 STATUS_FILE = "status.json"
 

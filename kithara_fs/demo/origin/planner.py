@@ -27,6 +27,16 @@ from kithara_fs.demo.origin.records import _Resource
 from kithara_fs.demo.origin.wire import _Unsatisfiable, parse_range
 
 
+@dataclass(frozen=True)
+class Request:
+    """What of a request the plan depends on."""
+
+    path: str
+    head: bool
+    range_header: str | None
+    if_range: str | None
+
+
 @dataclass
 class _Plan:
     """One request's answer, decided under Origin._lock so each counted fault is spent once."""
@@ -77,15 +87,13 @@ def plan_request(
     release: threading.Event,
     chaos_mode: _Chaos | None,
     chaos_counts: dict[str, int],
-    path: str,
-    head: bool,
-    range_header: str | None,
-    if_range: str | None,
+    request: Request,
 ) -> _Plan:
     """Decide this request's answer and consume its share of the faults; call with the lock held.
 
     fresh_etag is left to the caller: it applies when the plan has `content`.
     """
+    head = request.head
     plan = _Plan(resource, faults, release)
     if faults is not None:
         if faults.huge_header_bytes > 0:
@@ -113,24 +121,21 @@ def plan_request(
     if faults is not None and not head and faults.fail_statuses:
         plan.fail(faults.fail_statuses.pop(0) or 500, faults.retry_after, "fail_status")
         return plan
-    plan_content(
-        plan, resource, faults, chaos_mode, chaos_counts, path, head, range_header, if_range
-    )
+    plan_content(plan, resource, chaos_mode, chaos_counts, request)
     return plan
 
 
 def plan_content(
     plan: _Plan,
     resource: _Resource,
-    faults: Faults | None,
     chaos_mode: _Chaos | None,
     chaos_counts: dict[str, int],
-    path: str,
-    head: bool,
-    range_header: str | None,
-    if_range: str | None,
+    request: Request,
 ) -> None:
     """The 200, 206 or 416 part of plan_request, with the body faults; call with the lock held."""
+    faults = plan.faults
+    path, head = request.path, request.head
+    range_header, if_range = request.range_header, request.if_range
     total = resource.size
     ignore_range = faults is not None and faults.ignore_range
     plan.accept_ranges = not ignore_range

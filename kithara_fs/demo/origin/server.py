@@ -28,7 +28,7 @@ from urllib.parse import quote
 from kithara_fs.demo.media import content_type_for
 from kithara_fs.demo.origin.faults import CHAOS_FAULTS, Faults, _Chaos
 from kithara_fs.demo.origin.handler import _Handler, _Server
-from kithara_fs.demo.origin.planner import _Plan, plan_request
+from kithara_fs.demo.origin.planner import Request, _Plan, plan_request
 from kithara_fs.demo.origin.records import RequestRecord, _Entry, _Resource
 
 
@@ -247,16 +247,9 @@ class Origin:
             self._arrivals[path] = self._arrivals.get(path, 0) + 1
             resource = self._resources.get(path)
             faults = self._faults.get(path)
+            request = Request(path, head, range_header, if_range)
             plan = plan_request(
-                resource,
-                faults,
-                self._release,
-                self._chaos,
-                self._chaos_counts,
-                path,
-                head,
-                range_header,
-                if_range,
+                resource, faults, self._release, self._chaos, self._chaos_counts, request
             )
             # Validators are minted here, under the same lock, once the plan sends content.
             if resource is not None and plan.content and faults is not None and faults.fresh_etag:
