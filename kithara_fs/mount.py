@@ -92,10 +92,10 @@ async def _serve(
         raise MountError(str(exc)) from None
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(store.close)
-        # Unwound next to last: whatever ended the mount, the index records what was
-        # downloaded.
-        stack.push_async_callback(_flush_shielded, store)
         http = await stack.enter_async_context(HttpClient())
+        # Unwound once the nursery is done: whatever ended the mount, the index records what
+        # was downloaded.
+        stack.push_async_callback(_flush_shielded, store)
         nursery = await stack.enter_async_context(trio.open_nursery())
         # Runs before the nursery waits for its tasks: everything in it ends now.
         stack.callback(nursery.cancel_scope.cancel)

@@ -158,6 +158,8 @@ def test_hls_streams_are_recognised_and_checked(tmp_path: Path) -> None:
         ('url = "http://h/x"\nkind = "dash"', "kind: must be one of file, hls"),
         ('url = "http://h/x.m3u8"\npin = true', "pin: not supported for HLS"),
         ('url = "http://h/x.m3u8"\nlive_start_segments = 0', "live_start_segments: must be"),
+        # A kind's keys belong to it: on a file stream the key would do nothing, so it is named.
+        ('url = "http://h/x"\nlive_start_segments = 5', "live_start_segments: not a key of 'file'"),
     ]:
         with pytest.raises(ConfigError, match=cause):
             load_config(write(tmp_path, f'[[stream]]\npath = "p"\n{body}\n'))

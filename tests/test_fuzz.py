@@ -570,7 +570,8 @@ CTX = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0
 # Biased to the inodes and handles that exist (the tree has ~9 nodes; the prelude opens fh 1-4).
 inodes = st.one_of(st.integers(0, 10), st.integers(1, 9), st.integers(0, 2**64 - 1))
 fhs = st.one_of(st.integers(0, 6), st.integers(1, 4), st.integers(0, 2**64 - 1))
-# pid decides whose /proc descriptors fuse/operations.py inspects for O_NONBLOCK: ours, none, gone, absurd.
+# pid decides whose /proc descriptors the FUSE adapter reads for O_NONBLOCK: ours, none,
+# gone, absurd.
 ctxs = st.one_of(
     st.sampled_from([None, CTX]),
     st.builds(SimpleNamespace, uid=st.just(0), gid=st.just(0), umask=st.just(0),

@@ -46,6 +46,7 @@ class Background:
         self._nursery: trio.Nursery | None = None
         self._waiting: list[tuple[str, Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
         self._pinned: set[ByteSource] = set()
+        self._stopped = False
 
     async def run(self) -> None:
         """Run the tasks until :meth:`stop` (or cancellation)."""
@@ -57,12 +58,15 @@ class Background:
             await trio.sleep_forever()
 
     def stop(self) -> None:
+        self._stopped = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
     def spawn(self, name: str, function: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Start a task (guarded: its failure is logged, never the mount's end)."""
-        if self._nursery is None:
+        if self._stopped:
+            log.debug("%s: not started, the mount is stopping", name)
+        elif self._nursery is None:
             self._waiting.append((name, function, args))
         else:
             start_guarded(self._nursery, name, function, *args)

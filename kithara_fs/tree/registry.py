@@ -22,6 +22,7 @@ from ..engine.scheduler import Scheduler
 from ..engine.stream import SequentialStream, Stream
 from ..net import HttpClient
 from ..sources import Context, Status
+from ..tasks import start_guarded
 from .background import Background
 from .board import StatusBoard
 from .handles import Handles
@@ -56,7 +57,7 @@ class Registry:
         self.background = Background(self.tree, scheduler)
         self.handles = Handles(self.tree, scheduler, self.background)
         self.board = StatusBoard(self.tree, self.handles, scheduler, mountpoint)
-        nursery.start_soon(self.background.run)
+        start_guarded(nursery, "background", self.background.run)
         self.tree.apply(settings)
 
     @property
