@@ -11,6 +11,7 @@ PCM: what ffmpeg decodes through the mount must equal it, sample for sample.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import struct
@@ -203,6 +204,17 @@ def test_a_kind_from_outside_mounts_and_plays(mount: MountFactory) -> None:
     assert len(heard) >= 2 * RATE * 2 and heard == expected, "two seconds of the endless file"
     playlist = m.path("toys/index.m3u8").read_text()
     assert "tone.wav" in playlist and "radio.wav" not in playlist
+
+    # The shared status schema covers a foreign kind: the status file and `kithara-fs status`.
+    rows = {row["path"]: row for row in json.loads(m.path(".kithara/status.json").read_text())
+            ["streams"]}  # fmt: skip
+    tone_row, radio_row = rows["toys/tone.wav"], rows["toys/radio.wav"]
+    assert tone_row["state"] == "cached"
+    assert tone_row["size"] == tone_row["cached_bytes"] == len(samples) + 44
+    assert radio_row["live"] is True and radio_row["size"] is None
+    shown = subprocess.run([*LAUNCHER, "status", str(m.mountpoint)], capture_output=True,
+                           text=True, cwd=ROOT, env=ENV, timeout=60)  # fmt: skip
+    assert shown.returncode == 0 and "toys/tone.wav" in shown.stdout and "cached" in shown.stdout
 
 
 def test_a_kind_checks_its_own_keys(tmp_path: Path) -> None:
