@@ -17,6 +17,7 @@ the one the handle opened (a changed origin raises :class:`RemoteChangedError`).
 
 from __future__ import annotations
 
+import abc
 import enum
 import math
 from dataclasses import dataclass
@@ -108,7 +109,46 @@ class Timeline:
         return True
 
 
-class Stream:
+class Handle(abc.ABC):
+    """What the FUSE adapter may do with any open handle, seekable or pipe-like.
+
+    Attributes:
+        label: what log lines call it.
+    """
+
+    label: str
+
+    @property
+    def min_wait(self) -> float:
+        """The shortest budget a blocking read should get (a live stream's pace); a seekable
+        file needs no wait beyond the caller's budget."""
+        return 0.0
+
+    @abc.abstractmethod
+    async def try_read(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome:
+        """Bytes at ``offset``, or Eof, or Pending once ``deadline`` passes."""
+
+    @abc.abstractmethod
+    def answers_at_once(self, offset: int, size: int) -> bool:
+        """Whether that read needs no wait, so the opener's blocking mode does not matter."""
+
+    @abc.abstractmethod
+    def readable(self) -> bool:
+        """Whether a read at the handle's position would answer without waiting (poll)."""
+
+    @abc.abstractmethod
+    async def wait_readable(self) -> None:
+        """Return once :meth:`readable` (fetching what it takes)."""
+
+    @abc.abstractmethod
+    def interrupt(self) -> None:
+        """End every wait of this handle with SEEK_PENDING (close or shutdown)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class Stream(Handle):
     """One open handle on a source.
 
     Attributes:
@@ -125,8 +165,6 @@ class Stream:
         self.version = source.version
         self.reader = Reader(source)
         self.label = source.shown
-        # Seekable files need no wait beyond the caller's budget.
-        self.min_wait = 0.0
 
     async def try_read(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome:
         """Read ``size`` bytes at ``offset``, waiting for downloads until ``deadline``.
@@ -235,7 +273,7 @@ class Stream:
             raise RemoteChangedError(self.source.shown, "remote changed while open")
 
 
-class SequentialStream:
+class SequentialStream(Handle):
     """One open handle on a sequential feed (a live programme, a station), read like a pipe.
 
     The file is nonseekable, so reads arrive in order; a read returns what has arrived (at
@@ -294,5 +332,3 @@ class SequentialStream:
         self._scope.cancel()
         self.feed.discard()
 
-
-Handle = Stream | SequentialStream

@@ -19,7 +19,7 @@ import trio
 from ..cache import CacheStore
 from ..config import Settings
 from ..engine.scheduler import Scheduler
-from ..engine.stream import SequentialStream, Stream
+from ..engine.stream import Handle, SequentialStream, Stream
 from ..net import HttpClient
 from ..sources import Context, Status
 from ..tasks import start_guarded
@@ -104,10 +104,10 @@ class Registry:
     async def open_pipe(self, node: PipeNode) -> SequentialStream:
         return self.handles.open_pipe(node)
 
-    def close(self, node: StreamNode, stream: Stream | SequentialStream) -> None:
+    def close(self, node: StreamNode, stream: Handle) -> None:
         self.handles.close(node, stream)
 
-    def notify_when_readable(self, stream: Stream | SequentialStream,
+    def notify_when_readable(self, stream: Handle,
                              notify: Callable[[], None]) -> None:  # fmt: skip
         """Call ``notify`` (a poll handle's) once ``stream`` can be read without waiting."""
         self.handles.notify_when_readable(stream, notify)
