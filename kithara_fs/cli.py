@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -128,11 +129,26 @@ class RedactingFormatter(logging.Formatter):
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class AbortedReplies(logging.Filter):
+    """pyfuse3 logs an ERROR whenever the kernel refuses a reply; with ENOENT that only means
+    the request is gone (interrupted, or the mount is being unmounted: a file closed just
+    before ``fusermount -u`` has its release answered after the unmount). Nothing is lost,
+    so such a line is debugging detail, not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "fuse_reply_* failed with" in message and message.endswith(os.strerror(errno.ENOENT)):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT,
                         stream=sys.stderr)  # fmt: skip
     for handler in logging.getLogger().handlers:
         handler.setFormatter(RedactingFormatter(LOG_FORMAT))
+    logging.getLogger("pyfuse3").addFilter(AbortedReplies())
     # httpx logs every request at INFO; that is debugging detail for a filesystem.
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
     for name in ("httpx", "httpcore"):

@@ -3,8 +3,10 @@ follow the issue's list). Each failed on the code before its fix."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 import stat
 import zlib
 from pathlib import Path
@@ -67,6 +69,23 @@ def test_5_tracebacks_in_logs_are_redacted(caplog: pytest.LogCaptureFixture) -> 
     except ValueError:
         logger.exception("failed")
     assert "Traceback" in caplog.text and "SECRET" not in caplog.text
+
+
+def test_a_reply_the_kernel_discarded_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A release answered just after an unmount began: pyfuse3's ERROR is debugging detail."""
+    from kithara_fs.cli import AbortedReplies
+
+    logger = logging.getLogger("pyfuse3.test_replies")
+    logger.addFilter(AbortedReplies())
+    with caplog.at_level(logging.DEBUG):
+        logger.error("fuse_release(): fuse_reply_* failed with %s", os.strerror(errno.ENOENT))
+        logger.error("fuse_read(): fuse_reply_* failed with %s", os.strerror(errno.EIO))
+    levels = [(r.levelname, r.getMessage().split("(")[0]) for r in caplog.records]
+    assert levels == [("DEBUG", "fuse_release"), ("ERROR", "fuse_read")]
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        logger.error("fuse_release(): fuse_reply_* failed with %s", os.strerror(errno.ENOENT))
+    assert caplog.records == [], "dropped unless debug logging is on"
 
 
 def test_5_origin_errors_never_hold_a_raw_url() -> None:
