@@ -184,3 +184,30 @@ async def test_eviction_never_takes_open_or_pinned_entries(
     store.evict_if_needed()
     assert store.entry("http://o/open").cached_bytes() == 0
     assert store.entry("http://o/pinned").cached_bytes() == 10_000
+
+
+async def test_a_size_alone_is_saved_without_a_sync_of_its_own(
+    stores: list[CacheStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10,000 probed sizes must not cost 10,000 fsyncs; rows that vouch for bytes still sync."""
+    store = open_store(stores, tmp_path)
+    modes: list[int] = []
+    save = store.index.save
+
+    def recording(*args: object, **kwargs: object) -> None:
+        save(*args, **kwargs)  # type: ignore[arg-type]
+        modes.append(int(kwargs.get("durable", True)))
+
+    monkeypatch.setattr(store.index, "save", recording)
+    sized = store.entry(URL)
+    sized.set_meta(META)
+    await sized.flush()
+    other = store.entry("http://origin.test/b.flac")
+    other.set_meta(META)
+    other.write(0, b"y" * 10)
+    await other.flush()
+    assert modes == [0, 1], "the size alone unsynced, the row with bytes synced"
+    synchronous = store.index._db.execute("PRAGMA synchronous").fetchone()[0]
+    assert synchronous == 2, "FULL again after the unsynced commit"
+    again = reopen(stores, tmp_path)
+    assert again.entry(URL).meta == META and again.entry("http://origin.test/b.flac").read(0, 10)

@@ -160,3 +160,19 @@ async def test_revalidate_same_version_changed_and_not_modified(server: Origin) 
     async with HttpClient(transport=httpx.MockTransport(not_modified)) as http:
         known = ResourceInfo(length=10, etag='"v1"')
         assert await http.revalidate("http://origin.test/a", known) is None
+
+
+async def test_connections_are_reused_after_whole_answers(server: Origin) -> None:
+    """A size probe's one byte, and a ranged body read to its end, leave their connection
+    to the next request: 20 probes and 5 ranged reads in a row use one TCP connection (a new
+    connection per request costs a TLS handshake on every probe of an https origin)."""
+    url = server.url("/a.mp3")
+    async with HttpClient() as http:
+        info = await http.probe(url)
+        for _ in range(19):
+            assert await http.probe(url) == info
+        for start in (0, 1000, 250_000, 499_000, 400_000):
+            async with http.open_range(url, start, start + 999, info) as body:
+                assert b"".join([c async for c in body.chunks()]) == DATA[start : start + 1000]
+    assert len(server.requests_for("/a.mp3")) == 25
+    assert server.connections_accepted == 1

@@ -192,7 +192,8 @@ class CacheEntry:
             if forgets != self._forgets:
                 self._dirty = True
                 return
-            self._save(meta, ranges, sums)
+            # A row that vouches for no bytes (a size just learnt) needs no sync of its own.
+            self._save(meta, ranges, sums, durable=ranges.total() > 0)
 
     def set_pinned(self, pinned: bool) -> None:
         if self.pinned != pinned:
@@ -258,7 +259,11 @@ class CacheEntry:
                 os.ftruncate(self._fd, 0)
 
     def _save(
-        self, meta: EntryMeta | None, ranges: RangeSet | None, sums: Checksums | None
+        self,
+        meta: EntryMeta | None,
+        ranges: RangeSet | None,
+        sums: Checksums | None,
+        durable: bool = True,
     ) -> bool:
         """Write the row; ``ranges=None`` keeps what is on disk (newer ones are unsynced)."""
         try:
@@ -267,7 +272,7 @@ class CacheEntry:
                 ranges = row.ranges if row is not None else RangeSet()
                 sums = Checksums(row.sums if row is not None else ())
             self._index.save(self.url, self.key, meta, ranges, pinned=self.pinned,
-                             sums=sums.pieces())  # fmt: skip
+                             sums=sums.pieces(), durable=durable)  # fmt: skip
         except (sqlite3.Error, OSError) as exc:  # the cache is best effort
             self._dirty = True
             log.warning("cache index row for %s not saved: %s", self.data_path.name, exc)

@@ -135,37 +135,47 @@ class CacheIndex:
         pinned: bool,
         touch: bool = False,
         sums: list[tuple[int, int, int]] | None = None,
+        durable: bool = True,
     ) -> None:
         """Record the state of one resource (one transaction); ``sums`` are the checksum
-        pieces of exactly the bytes in ``ranges``."""
+        pieces of exactly the bytes in ``ranges``. ``durable=False`` skips this commit's
+        sync: for a row that vouches for no bytes (a size just learnt), whose loss in a
+        power cut costs one more size probe; a later synced commit makes it durable too
+        (WAL commits reach the disk in order)."""
         spans = json.dumps(ranges.spans(), separators=(",", ":"))
         flat = json.dumps([n for piece in sums or () for n in piece], separators=(",", ":"))
         access = time.time() if touch else None
-        self._db.execute(
-            "INSERT INTO resources (url, key, length, etag, last_modified, content_type,"
-            " accepts_ranges, ranges, cached_bytes, last_access, pinned, sums)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, 0), ?, ?)"
-            " ON CONFLICT(url) DO UPDATE SET key=excluded.key, length=excluded.length,"
-            " etag=excluded.etag, last_modified=excluded.last_modified,"
-            " content_type=excluded.content_type, accepts_ranges=excluded.accepts_ranges,"
-            " ranges=excluded.ranges, cached_bytes=excluded.cached_bytes,"
-            " last_access=COALESCE(?, last_access), pinned=excluded.pinned, sums=excluded.sums",
-            (
-                url,
-                key,
-                None if meta is None else meta.length,
-                None if meta is None else meta.etag,
-                None if meta is None else meta.last_modified,
-                None if meta is None else meta.content_type,
-                1 if meta is None or meta.accepts_ranges else 0,
-                spans,
-                ranges.total(),
-                access,
-                int(pinned),
-                flat,
-                access,
-            ),
-        )
+        if not durable:
+            self._db.execute("PRAGMA synchronous=OFF")
+        try:
+            self._db.execute(
+                "INSERT INTO resources (url, key, length, etag, last_modified, content_type,"
+                " accepts_ranges, ranges, cached_bytes, last_access, pinned, sums)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, 0), ?, ?)"
+                " ON CONFLICT(url) DO UPDATE SET key=excluded.key, length=excluded.length,"
+                " etag=excluded.etag, last_modified=excluded.last_modified,"
+                " content_type=excluded.content_type, accepts_ranges=excluded.accepts_ranges,"
+                " ranges=excluded.ranges, cached_bytes=excluded.cached_bytes,"
+                " last_access=COALESCE(?, last_access), pinned=excluded.pinned, sums=excluded.sums",
+                (
+                    url,
+                    key,
+                    None if meta is None else meta.length,
+                    None if meta is None else meta.etag,
+                    None if meta is None else meta.last_modified,
+                    None if meta is None else meta.content_type,
+                    1 if meta is None or meta.accepts_ranges else 0,
+                    spans,
+                    ranges.total(),
+                    access,
+                    int(pinned),
+                    flat,
+                    access,
+                ),
+            )
+        finally:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def document(self, name: str) -> str | None:
         row = self._db.execute("SELECT body FROM documents WHERE name = ?", (name,)).fetchone()

@@ -12,11 +12,13 @@ let an httpx exception out untranslated.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
+import trio
 
 from .. import headers
 from ..errors import OriginError, RemoteChangedError
@@ -76,6 +78,12 @@ class Fetched:
     url: str
 
 
+# A small body left after the headers that matter (a probe's one byte) is read to its end
+# when it is at most this big and arrives within this long.
+DRAIN_LIMIT = 64 * 1024
+DRAIN_SECONDS = 1.0
+
+
 @dataclass
 class Body:
     """An open response body positioned at ``start``.
@@ -104,23 +112,52 @@ class Body:
         """
         received = 0
         limit = self.expected_bytes
+        stream = self._response.aiter_raw()
         try:
             # No re-chunking: every byte that arrived is handed on before a drop is noticed,
             # so a resumed request starts exactly where this one broke off.
-            async for chunk in self._response.aiter_raw():
+            async for chunk in stream:
                 if limit is not None and received + len(chunk) > limit:
                     chunk = chunk[: limit - received]
                 received += len(chunk)
                 if chunk:
                     yield chunk
                 if limit is not None and received >= limit:
-                    return
+                    break
+            if limit is not None and received >= limit:
+                if self._framed(limit):
+                    # The parser ends the message right after its last byte: one more step
+                    # lets it see that, and the connection goes back to the pool instead of
+                    # being closed. Every promised byte is in; a failure now costs nothing.
+                    with contextlib.suppress(*_HTTPX_ERRORS):
+                        async for _ in stream:
+                            break
+                return
         except _HTTPX_ERRORS as exc:
             raise OriginError(self._url, f"connection lost mid-body after {received} bytes: "
                               f"{_describe(exc)}", transient=True) from exc  # fmt: skip
         if limit is not None and received < limit:
             raise OriginError(self._url, f"body ended after {received} of {limit} bytes",
                               transient=True)  # fmt: skip
+
+    def _framed(self, limit: int) -> bool:
+        """Whether the body is framed by a Content-Length of exactly ``limit`` bytes."""
+        declared: str = self._response.headers.get("Content-Length", "")
+        return declared.strip() == str(limit)
+
+    async def drain(self, limit: int = DRAIN_LIMIT) -> None:
+        """Read the rest of a small body, so that its connection carries the next request.
+
+        httpcore closes a connection whose body was left unread, and a new TCP connection
+        per size probe was most of a probe's cost (10,000 probes: 10,000 connects). A body
+        of unknown length, larger than ``limit``, or slower than a second is left alone:
+        closing it costs less than waiting for it.
+        """
+        if self.expected_bytes is None or self.expected_bytes > limit:
+            return
+        with trio.move_on_after(DRAIN_SECONDS), contextlib.suppress(OriginError):
+            async for _ in self.chunks():
+                pass
 
 
 def _interpret(
@@ -234,6 +271,10 @@ def _translate(url: str, exc: Exception) -> OriginError:
         return OriginError(url, "redirected to (or given) a URL that is not http or https")
     if isinstance(exc, httpx.InvalidURL):
         return OriginError(url, f"invalid URL: {exc}")
+    if isinstance(exc, httpx.PoolTimeout):
+        # Our own connection limit, not the origin: retrying would only queue more requests
+        # behind the ones holding every connection (the caller tries again later, if at all).
+        return OriginError(url, "no free connection in time (the mount's own limit)")
     error = OriginError(url, _describe(exc), transient=not isinstance(exc, _PERMANENT_ERRORS))
     error.__cause__ = exc
     return error

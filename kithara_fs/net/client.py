@@ -100,6 +100,7 @@ class HttpClient:
     async def probe(self, url: str) -> ResourceInfo:
         """Learn length and validators with a one-byte ranged GET (HEAD is often wrong)."""
         async with self.open_range(url, 0, 0) as body:
+            await body.drain()
             return body.info
 
     async def revalidate(self, url: str, known: ResourceInfo) -> ResourceInfo | None:
@@ -116,6 +117,7 @@ class HttpClient:
         async with self.open_range(
             url, 0, 0, conditions=conditions, policy=RetryPolicy(attempts=1)
         ) as body:
+            await body.drain()
             if body.not_modified or known.same_version(body.info):
                 return None
             return body.info

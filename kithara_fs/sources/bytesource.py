@@ -84,7 +84,7 @@ class ByteSource(abc.ABC):
         self.last_error: OriginError | None = None
         self._probe_claimed = False
         self._info_lock = trio.Lock()
-        # When the current or latest background size probe started (trio clock), if ever.
+        # When the current or latest background size probe was claimed (trio clock), if ever.
         self.probe_started: float | None = None
         self._probe_failed_at: float | None = None
         self._received: deque[tuple[float, int]] = deque()
@@ -122,6 +122,11 @@ class ByteSource(abc.ABC):
     def probing(self) -> bool:
         """A size probe is running, or claimed and about to run."""
         return self._probe_claimed or self._info_lock.locked()
+
+    @property
+    def probe_running(self) -> bool:
+        """The size is being learnt right now (not just claimed)."""
+        return self._info_lock.locked()
 
     def claim_probe(self) -> bool:
         """Reserve the one background probe; False if the size is known or a probe is on."""

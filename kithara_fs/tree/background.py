@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,6 +36,12 @@ PIN_RETRY_DELAY = 30.0
 # A listing that failed to load is tried again on the next look after this long (as a
 # failed size probe is).
 LISTING_RETRY_AFTER = 30.0
+# Size probes run at most this many at a time. A config of 10,000 streams must not put 10,000
+# requests in the HTTP client's pool at once: httpcore walks every queued request on every
+# event, so a deep queue starves the event loop and not even `ls` is answered. 16 leaves half
+# of the pool's 32 connections to reads; on a LAN 16 probes in flight learn ~5,000 sizes a
+# second.
+PROBE_WORKERS = 16
 
 
 class Background:
@@ -47,6 +54,10 @@ class Background:
         self._waiting: list[tuple[str, Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
         self._pinned: set[ByteSource] = set()
         self._stopped = False
+        # Claimed size probes waiting for a worker; a file someone stats goes first.
+        self._queued: deque[FileNode] = deque()
+        self._urgent: deque[FileNode] = deque()
+        self._probe_workers = 0
 
     async def run(self) -> None:
         """Run the tasks until :meth:`stop` (or cancellation)."""
@@ -135,16 +146,36 @@ class Background:
 
     # -- sizes -------------------------------------------------------------------------------
 
-    def probe(self, node: FileNode) -> None:
-        """Learn the file's size in the background, unless known or being learnt."""
+    def probe(self, node: FileNode, *, urgent: bool = False) -> None:
+        """Learn the file's size in the background, unless known or being learnt.
+
+        ``urgent``: a reader waits for it (getattr), so it goes before the queued ones.
+        """
         if node.source.claim_probe():
-            self.spawn(node.config.display_path, node.source.probe_in_background)
+            (self._urgent if urgent else self._queued).append(node)
+        elif urgent and node.source.probing and not node.source.probe_running:
+            self._urgent.append(node)  # queued already: now it goes first (once)
+        else:
+            return
+        if self._probe_workers < PROBE_WORKERS:
+            self._probe_workers += 1
+            self.spawn("size probes", self._probe_worker)
+
+    async def _probe_worker(self) -> None:
+        try:
+            while self._urgent or self._queued:
+                node = (self._urgent or self._queued).popleft()
+                source = node.source
+                if source.length is None and source.probing and not source.probe_running:
+                    await source.probe_in_background()
+        finally:
+            self._probe_workers -= 1
 
     async def size(self, node: FileNode, budget: float) -> int:
         """The file's size for getattr: cached, or probed within ``budget``, else 0."""
         length = node.source.length
         if length is None:
-            self.probe(node)
+            self.probe(node, urgent=True)
             # Counted from the probe's start, not from this call: a listing of many files,
             # or repeated stats, wait at most one budget in all for an origin that stalls.
             started = node.source.probe_started

@@ -47,6 +47,10 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as real servers set it: headers and body go out in separate writes, and
+    # with Nagle's algorithm the body of a kept-alive connection would wait for the client's
+    # delayed ACK (40 ms) on every small answer.
+    disable_nagle_algorithm = True
     server_version = "kithara-demo-origin"
     server: _Server
 

@@ -52,6 +52,8 @@ class Origin:
         self._resources: dict[str, _Resource] = {}
         self._faults: dict[str, Faults] = {}
         self._connections: set[socket.socket] = set()
+        # Every connection ever accepted (a client that reuses connections opens few).
+        self.connections_accepted = 0
         self._version = 0
         # Stalls in progress wait on this; clear_faults() sets it and puts a fresh one here.
         self._release = threading.Event()
@@ -278,5 +280,6 @@ class Origin:
         with self._lock:
             if add:
                 self._connections.add(conn)
+                self.connections_accepted += 1
             else:
                 self._connections.discard(conn)
