@@ -8,8 +8,12 @@ window is buffered, a cursor is pointed at the end of the window. A seek release
 reader's cursors first, and a cursor nobody needs any more is cancelled, before the read at
 the new position starts its own.
 
-It also owns how much to fetch: the read-ahead window (seconds of audio, in bytes) and the
-head and tail every open prefetches, so sources only say how bytes are fetched.
+It also owns how much to fetch: the read-ahead window (seconds of audio, in bytes), how a
+handle's requests grow towards it, and the head and tail every open prefetches, so sources
+only say how bytes are fetched. Requests start small and grow (mountpoint-s3's prefetcher is
+the model): after an open or a seek a read fetches just its own bytes, and each further
+sequential read doubles how far ahead its downloads reach, up to the whole window. Random
+access stays cheap; a player reading on reaches its full window within a few reads.
 
 It must never serve bytes or decide errnos, and never run a download without an owner: each
 cursor belongs to the readers that asked for it and dies with the last of them.
@@ -91,6 +95,9 @@ class Reader:
 
     source: ByteSource
     cursors: list[Cursor] = field(default_factory=list)
+    # How far past a read its downloads reach now (bytes): 0 after an open or a seek, then
+    # doubled by each sequential read, up to the read-ahead window.
+    reach: int = 0
     # The latest download failure of one of its cursors, for the next read that needs bytes,
     # and when it happened (trio clock).
     failure: KitharaError | None = None
@@ -114,9 +121,10 @@ class Scheduler:
         self._cursors: dict[ByteSource, list[Cursor]] = {}
 
     def demand(self, reader: Reader, offset: int, end: int) -> Cursor:
-        """Make sure some download is heading for the missing bytes of ``[offset, end)``."""
+        """Make sure some download is heading for the missing bytes of ``[offset, end)``
+        (and for the reader's reach past them)."""
         need = reader.source.first_missing(offset)
-        target = end + window_bytes(reader.source)
+        target = end + self.reach(reader)
         cursor = self._joinable(reader.source, need) or self._start(reader.source, need, target)
         cursor.target = max(cursor.target, target)
         self._attach(reader, cursor)
@@ -128,7 +136,9 @@ class Scheduler:
         length = source.length
         if length is None:
             return
-        window = window_bytes(source)
+        window = self.reach(reader)
+        if window <= 0:
+            return  # not reading sequentially (yet): fetch what is read, nothing more
         window_end = min(length, position + window)
         gap = source.first_missing(position)
         if gap >= window_end:
@@ -144,6 +154,19 @@ class Scheduler:
         cursor = self._joinable(source, gap) or self._start(source, gap, window_end)
         cursor.target = max(cursor.target, window_end)
         self._attach(reader, cursor)
+
+    def reach(self, reader: Reader) -> int:
+        """How far past a read the reader's downloads go now: its reach, at most the window."""
+        return min(reader.reach, window_bytes(reader.source))
+
+    def sequential(self, reader: Reader, size: int) -> None:
+        """The reader read on from where it was: its downloads reach twice as far."""
+        reader.reach = min(window_bytes(reader.source), max(2 * reader.reach, 2 * size))
+
+    def seeked(self, reader: Reader) -> None:
+        """The reader jumped: its downloads stop, and its reach starts again from nothing."""
+        self.release(reader)
+        reader.reach = 0
 
     def prefetch_opening(self, reader: Reader) -> None:
         """A handle opened: fetch the head and the tail now, without moving its window."""

@@ -187,11 +187,14 @@ class Stream(Handle):
         if offset == length or size <= 0:
             return Eof(offset)
         end = min(offset + size, length)
+        previous = self.timeline.position
         if self.timeline.observe(offset, end, length):
             # Wake this handle's older reads so they return SEEK_PENDING, and stop the
             # download that was serving the old position.
-            self.scheduler.release(self.reader)
+            self.scheduler.seeked(self.reader)
             source.changed.notify()
+        elif previous is not None and offset < length - TAIL_BYTES:
+            self.scheduler.sequential(self.reader, end - offset)
         epoch = self.timeline.epoch
         # A read that may wait reports only failures of the downloads it waited for: one
         # from before (read-ahead that failed while nobody was reading) gets a fresh try.

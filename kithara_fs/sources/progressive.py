@@ -31,11 +31,10 @@ log = logging.getLogger(__name__)
 # players open a file several times in a row (a first look, then play), and one conditional
 # request a minute per file is plenty to notice a republished episode.
 REVALIDATE_INTERVAL = 60.0
-# A download's first request ends at its target, and at least 256 KiB past its start, so a
-# seek fetches nothing beyond the window it declared. A download that outlives its first
-# request has a reader keeping up with it — sequential reading — so its later requests are
-# open-ended and a long read pays the request round trip once, not once per window.
-FIRST_REQUEST = 256 * 1024
+# A download's first request ends at its target (the scheduler sizes it: a seek fetches
+# nothing beyond what it reads). A download that outlives its first request has a reader
+# keeping up with it — sequential reading — so its later requests are open-ended and a long
+# read pays the request round trip once, not once per window.
 # The byte-rate parser needs at least this much of the head (or the whole file).
 MIN_PARSE_HEAD = 64 * 1024
 # Persist the cache index after this many new bytes, so a crash loses at most this much
@@ -179,7 +178,7 @@ class ProgressiveSource(ByteSource):
             following = self.entry.ranges.next_present(start)
             stop = length if following is None else following
             if info.accepts_ranges and first_request:
-                stop = min(stop, max(cursor.target, start + FIRST_REQUEST))
+                stop = min(stop, max(cursor.target, start + 1))
                 first_request = False
             last = stop - 1
             dropped: OriginError | None = None
