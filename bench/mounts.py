@@ -285,12 +285,45 @@ class RcloneMount(Mount):
         return f"{_version(['rclone', 'version'])} (Debian package {dpkg_version('rclone')})"
 
 
+class PassthroughMount(Mount):
+    """Not a peer but the FUSE ceiling: bench/passthrough.py over local copies (symlinks) of
+    the same files, ``direct_io`` on every open like kithara_fs. Its files are local and hot
+    in the page cache, so every figure is the cost of the FUSE round trip through Python."""
+
+    name = "passthrough"
+
+    def __init__(
+        self, workdir: Path, folder_url: str, files: dict[str, str], log_dir: Path,
+        local: dict[str, Path],
+    ) -> None:  # fmt: skip
+        super().__init__(workdir, folder_url, files, log_dir)
+        self.source_dir = self.workdir / "src"
+        self.local = local
+
+    def start(self) -> None:
+        self.source_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.files:
+            link = self.source_dir / name
+            if not link.is_symlink():
+                link.symlink_to(self.local[name].resolve())
+        super().start()
+
+    def command(self) -> list[str]:
+        here = Path(__file__).resolve().parent
+        return [sys.executable, str(here / "passthrough.py"), str(self.source_dir),
+                str(self.mountpoint)]  # fmt: skip
+
+    @staticmethod
+    def version() -> str:
+        return "bench/passthrough.py"
+
+
 MOUNTS: list[type[Mount]] = [KitharaMount, HttpdirfsMount, RcloneMount]
 
 
 def missing_tools() -> list[str]:
     """Programs the benchmark needs that are not on PATH."""
-    needed = ["fusermount3", "httpdirfs", "rclone", "ffmpeg"]
+    needed = ["fusermount3", "httpdirfs", "rclone", "ffmpeg", "curl"]
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if not KITHARA_FS.exists():
         missing.append(str(KITHARA_FS))

@@ -30,15 +30,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mounts import MOUNTS, KitharaMount, Mount, dpkg_version, missing_tools
+from mounts import MOUNTS, KitharaMount, Mount, PassthroughMount, dpkg_version, missing_tools
 from shaped_origin import Shape, ShapedOrigin
+from table import Row, render_table, rows_for, verdict
 from workloads import (
     READ_SIZE,
+    curl_range,
+    curl_whole,
     drop_page_cache,
+    ffmpeg_seek,
     first_bytes_latency,
     median,
     over_fetch,
-    percentile,
     playback,
     random_reads,
     seek_offsets,
@@ -61,6 +64,18 @@ PLAY_SHAPE = Shape(delay=0.050, rate=3 * WAV_BYTE_RATE)
 # link, limit cold throughput; slow enough that per-request round trips and over-fetch cost
 # something, as they do on a real network.
 NET_SHAPE = Shape(delay=0.020, rate=500_000_000 // 8)
+# The LAN: the loopback origin as it is, no delay and no cap, where per-request costs show.
+LAN_SHAPE = Shape(delay=0.0, rate=None)
+LINKS = {"lan": LAN_SHAPE, "network": NET_SHAPE}
+LINK_TITLES = {
+    "lan": "LAN link (no added delay, no cap), with curl and a pyfuse3 passthrough as ceilings",
+    "network": "Network link (20 ms per request, 500 Mbit/s shared)",
+}
+# ffmpeg -ss: the demo formats, each a never-read file per filesystem, seeking to the middle.
+SEEK_FORMATS = ["cbr.mp3", "vbr.mp3", "aac.m4a", "flac.flac", "vorbis.ogg", "opus.opus",
+                "wav.wav"]  # fmt: skip
+SEEK_MEDIA_SECS = 600
+SEEK_POSITION = 300
 STALL_THRESHOLD = 0.200
 PLAYER_BUFFER_SECS = 3.0
 SEEK_THINK = 0.2  # seconds between random reads: a player decodes a little, then seeks again
@@ -70,7 +85,6 @@ SEEK_THINK = 0.2  # seconds between random reads: a player decodes a little, the
 SEEK_SPACING = 8 * 1024 * 1024 + 64 * 1024
 # Keep clear of the first and last MiB, which players (and kithara_fs) probe on open.
 SEEK_MARGIN = 1024 * 1024
-WARM_TARGET = 0.80
 
 
 @dataclass(frozen=True)
@@ -142,8 +156,18 @@ def machine() -> dict[str, str]:
         "httpdirfs": MOUNTS[1].version(),
         "rclone": MOUNTS[2].version(),
         "fuse3": dpkg_version("fuse3"),
+        "curl": _first_line(["curl", "--version"]),
+        "ffmpeg": _first_line(["ffmpeg", "-version"]),
         "disk_fs": fs_type,
     }
+
+
+def _first_line(command: list[str]) -> str:
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return f"{command[0]} (not found)"
+    return " ".join(out.splitlines()[0].split()[:3]) if out else command[0]
 
 
 def _os_name() -> str:
@@ -172,23 +196,31 @@ def local_baseline(wav: Path, plan: Plan) -> dict[str, Any]:
     }
 
 
-def names_for(plan: Plan) -> list[str]:
+def names_for(plan: Plan, link: str) -> list[str]:
     names = [f"ttfb{i}.wav" for i in range(1, plan.ttfb_reps + 1)]
     names += [f"seq{i}.wav" for i in range(1, plan.cold_reps + 1)]
-    return [*names, "seek.wav", "play.wav"]
+    names += ["seek.wav", *(f"ss-{fmt}" for fmt in SEEK_FORMATS)]
+    return [*names, "play.wav"] if link == "network" else names
+
+
+def _origin_bytes(origin: ShapedOrigin, folder: str, names: list[str]) -> int:
+    return sum(r.body_bytes for n in names for r in origin.requests_for(f"/{folder}/{n}"))
 
 
 def measure_fs(
-    mount: Mount, origin: ShapedOrigin, folder: str, wav: Path, plan: Plan, offsets: list[int]
-) -> dict[str, Any]:
+    mount: Mount, origin: ShapedOrigin, folder: str, link: str, wav: Path, plan: Plan,
+    offsets: list[int],
+) -> dict[str, Any]:  # fmt: skip
     """Every measurement on one mounted filesystem, in a fixed order.
 
     Each phase reads its own never-read files. If the filesystem process dies during a
     phase, the phase is recorded as failed (with the end of the log), the filesystem is
     mounted again on the same cache folder and the next phase goes on, so one crash costs
-    one row, not the whole column.
+    one row, not the whole column. Cached re-reads are measured on the LAN link only (the
+    link plays no part in them), playback on the network run only (it has its own link).
     """
     size = wav.stat().st_size
+    local_files = isinstance(mount, PassthroughMount)
     out: dict[str, Any] = {
         "name": mount.name,
         "declared_readahead": mount.declared_readahead,
@@ -204,15 +236,21 @@ def measure_fs(
         origin.wait_idle(10)
 
     def ttfb() -> None:
-        say(f"{mount.name}: time to first 64 KiB ×{plan.ttfb_reps}")
-        out["ttfb_s"] = [
-            first_bytes_latency(mount.path(f"ttfb{i}.wav")) for i in range(1, plan.ttfb_reps + 1)
-        ]
+        say(f"{mount.name}/{link}: open + first 64 KiB ×{plan.ttfb_reps}")
+        names = [f"ttfb{i}.wav" for i in range(1, plan.ttfb_reps + 1)]
+        out["ttfb_s"] = [first_bytes_latency(mount.path(n)) for n in names]
+        if not local_files:
+            origin.wait_idle(30)  # what the opens started counts too
+            out["ttfb_over_fetch"] = _origin_bytes(origin, folder, names) / (
+                len(names) * READ_SIZE
+            )
 
     def seeks() -> None:
-        say(f"{mount.name}: {len(offsets)} cold 64 KiB reads at random offsets")
+        say(f"{mount.name}/{link}: {len(offsets)} cold 64 KiB reads at random offsets")
         out["seek_offsets"] = offsets
         out["seek_s"] = random_reads(mount.path("seek.wav"), offsets, SEEK_THINK)
+        if local_files:
+            return
         # Let read-ahead that the reads started finish, so every byte they caused is counted.
         out["seek_origin_idle"] = origin.wait_idle(30)
         seek_log = origin.requests_for(f"/{folder}/seek.wav")
@@ -224,14 +262,15 @@ def measure_fs(
         }
 
     def cold() -> None:
+        if local_files:
+            return
         speeds: list[float] = []
         over: list[float] = []
         for i in range(1, plan.cold_reps + 1):
-            say(f"{mount.name}: cold sequential read {i}/{plan.cold_reps} ({size / 1e6:.0f} MB)")
+            say(f"{mount.name}/{link}: cold sequential read {i}/{plan.cold_reps}")
             speeds.append(sequential_read(mount.path(f"seq{i}.wav"), size, quiet))
             origin.wait_idle(30)
-            fetched = sum(r.body_bytes for r in origin.requests_for(f"/{folder}/seq{i}.wav"))
-            over.append(fetched / size)
+            over.append(_origin_bytes(origin, folder, [f"seq{i}.wav"]) / size)
             if i == 1:
                 out["seq_requests"] = [
                     asdict(r) for r in origin.requests_for(f"/{folder}/seq1.wav")
@@ -240,15 +279,13 @@ def measure_fs(
             out["seq_over_fetch"] = over
 
     def warm() -> None:
-        say(f"{mount.name}: warm sequential read, 1 + {plan.warm_reps}")
-        before = sum(r.body_bytes for r in origin.requests_for(f"/{folder}/seq1.wav"))
-        # The first re-read after the cold read is reported on its own: a filesystem may
-        # only then move the file into the kernel page cache (kithara_fs does). "Warm" is
-        # the steady state after it, as for local disk, where one read is discarded too.
-        out["reread_bps"] = sequential_read(mount.path("seq1.wav"), size, quiet)
-        # Each warm read is paired with a read of the same bytes from local disk right after
-        # it, so both sides of the 80 % target see the same machine state (page-cache copy
-        # speed drifted by ±20 % between runs here).
+        if link != "lan":
+            return
+        say(f"{mount.name}/{link}: cached re-reads, 1 + {plan.warm_reps}")
+        if not local_files:
+            out["reread_bps"] = sequential_read(mount.path("seq1.wav"), size, quiet)
+        # Each re-read is paired with a read of the same bytes from local disk right after
+        # it, so the machine state is the same for both (page-cache copy speed drifts here).
         fs_speeds: list[float] = []
         local_speeds: list[float] = []
         for _ in range(plan.warm_reps):
@@ -256,11 +293,17 @@ def measure_fs(
             local_speeds.append(sequential_read(wav, size))
         out["warm_bps"] = fs_speeds
         out["warm_local_bps"] = local_speeds
-        after = sum(r.body_bytes for r in origin.requests_for(f"/{folder}/seq1.wav"))
-        out["warm_origin_bytes"] = after - before
+
+    def ffmpeg() -> None:
+        say(f"{mount.name}/{link}: ffmpeg -ss {SEEK_POSITION} on {len(SEEK_FORMATS)} formats")
+        out["ffmpeg_ss_s"] = {
+            fmt: ffmpeg_seek(str(mount.path(f"ss-{fmt}")), SEEK_POSITION) for fmt in SEEK_FORMATS
+        }
 
     def play() -> None:
-        say(f"{mount.name}: real-time playback, {plan.play_secs:.0f} s")
+        if link != "network" or local_files:
+            return
+        say(f"{mount.name}/{link}: real-time playback, {plan.play_secs:.0f} s")
         pb = playback(mount.path("play.wav"), WAV_BYTE_RATE, plan.play_secs, PLAYER_BUFFER_SECS)
         out["playback"] = asdict(pb) | {"stalls_over_200ms": pb.stalls_over(STALL_THRESHOLD)}
 
@@ -269,9 +312,10 @@ def measure_fs(
         if rss is not None:
             out["peak_rss"] = max(out["peak_rss"] or 0, rss)
 
-    phases = [("ttfb", ttfb), ("seeks", seeks), ("cold", cold), ("warm", warm), ("play", play)]
+    phases = [("ttfb", ttfb), ("seeks", seeks), ("cold", cold), ("warm", warm),
+              ("ffmpeg", ffmpeg), ("play", play)]  # fmt: skip
     for name, phase in phases:
-        if name == "warm" and "cold_bps" not in out:
+        if name == "warm" and "cold_bps" not in out and not local_files:
             out["phase_errors"][name] = "skipped: the cold read did not complete"
             continue
         try:
@@ -293,266 +337,86 @@ def measure_fs(
     return out
 
 
-# -- the table -------------------------------------------------------------------------------
+def measure_curl(
+    origin: ShapedOrigin, folder: str, link: str, size: int, plan: Plan, offsets: list[int]
+) -> dict[str, Any]:
+    """The network's ceiling: the same reads made by curl (one process per request) and
+    ffmpeg -ss made by ffmpeg reading the URL itself."""
+    say(f"curl/{link}: ranged GETs, whole-file downloads, ffmpeg on the URLs")
+    url = origin.url
+    out: dict[str, Any] = {
+        "ttfb_s": [curl_range(url(f"/{folder}/ttfb{i}.wav"), 0)
+                   for i in range(1, plan.ttfb_reps + 1)],
+        "seek_s": [curl_range(url(f"/{folder}/seek.wav"), offset) for offset in offsets],
+        "cold_bps": [curl_whole(url(f"/{folder}/seq{i}.wav"), size)
+                     for i in range(1, plan.cold_reps + 1)],
+        "ffmpeg_ss_s": {fmt: ffmpeg_seek(url(f"/{folder}/ss-{fmt}"), SEEK_POSITION)
+                        for fmt in SEEK_FORMATS},
+    }  # fmt: skip
+    return out
 
 
-@dataclass
-class Row:
-    metric: str
-    unit: str
-    better: str  # "lower" or "higher"
-    values: dict[str, float | None]  # fs name (and "local") -> value
-    target: str = ""
-    met: bool | None = None  # None: no target on this row
-    ratio: bool = True  # show kithara ÷ peer
+# -- the README section ----------------------------------------------------------------------
 
 
-def summarise(results: dict[str, Any]) -> list[Row]:
-    fs = results["filesystems"]
-    local = results["local"]
-    names = [m.name for m in MOUNTS]
-    peers = names[1:]
-    kfs = names[0]
-
-    def per(fn: Any) -> dict[str, float | None]:
-        values: dict[str, float | None] = {}
-        for n in names:
-            try:
-                values[n] = fn(fs[n])
-            except (KeyError, TypeError, ValueError):
-                values[n] = None  # not measured: the filesystem or that phase failed
-        return values
-
-    mb = 1e6
-    # The warm target compares kithara_fs with the local reads paired with its own warm
-    # reads; the start-of-run baseline is the fallback.
-    paired = fs.get(kfs, {}).get("warm_local_bps")
-    paired_local_warm = median(paired) if paired else local["warm_bps_median"]
-    rows = [
-        Row(
-            "time to first 64 KiB after open, cold (median)",
-            "ms",
-            "lower",
-            per(lambda r: median(r["ttfb_s"]) * 1000),
-        ),
-        Row(
-            "cold sequential throughput (median)",
-            "MB/s",
-            "higher",
-            per(lambda r: median(r["cold_bps"]) / mb)
-            | {"local": (local["cold_bps"] or 0) / mb if local["cold_bps"] else None},
-            target="≥ best peer",
-        ),
-        Row(
-            "first re-read after the cold read",
-            "MB/s",
-            "higher",
-            per(lambda r: r["reread_bps"] / mb),
-        ),
-        Row(
-            "warm sequential throughput (median)",
-            "MB/s",
-            "higher",
-            per(lambda r: median(r["warm_bps"]) / mb) | {"local": paired_local_warm / mb},
-            target=f"≥ {WARM_TARGET:.0%} of local disk",
-        ),
-        Row(
-            "cold random 64 KiB read latency, median",
-            "ms",
-            "lower",
-            per(lambda r: median(r["seek_s"]) * 1000),
-            target="≤ best peer",
-        ),
-        Row(
-            "cold random 64 KiB read latency, p90",
-            "ms",
-            "lower",
-            per(lambda r: percentile(r["seek_s"], 90) * 1000),
-            target="≤ best peer",
-        ),
-        Row(
-            "playback: startup delay (open → first chunk)",
-            "ms",
-            "lower",
-            per(lambda r: r["playback"]["startup"] * 1000),
-        ),
-        Row(
-            "playback: stalls > 200 ms",
-            "count",
-            "lower",
-            per(lambda r: r["playback"]["stalls_over_200ms"]),
-            target="0",
-        ),
-        Row(
-            "playback: total stalled time",
-            "s",
-            "lower",
-            per(lambda r: sum(r["playback"]["stalls"])),
-        ),
-        Row(
-            "over-fetch, random reads (all bytes)",
-            "×",
-            "lower",
-            per(lambda r: r["seek_over_fetch"]["ratio"]),
-        ),
-        Row(
-            "over-fetch, random reads, excl. declared read-ahead",
-            "×",
-            "lower",
-            per(lambda r: r["seek_over_fetch"]["ratio_excl_readahead"]),
-            target="≤ 1.25",
-        ),
-        Row(
-            "over-fetch, cold sequential read",
-            "×",
-            "lower",
-            per(lambda r: median(r["seq_over_fetch"])),
-        ),
-        Row(
-            "peak RSS of the filesystem process",
-            "MiB",
-            "lower",
-            per(lambda r: (r["peak_rss"] or 0) / 2**20 if r["peak_rss"] else None),
-        ),
-    ]
-
-    def best_peer(row: Row) -> float | None:
-        vals = [v for p in peers if (v := row.values.get(p)) is not None]
-        if not vals:
-            return None
-        return min(vals) if row.better == "lower" else max(vals)
-
-    for row in rows:
-        mine = row.values.get(kfs)
-        if not row.target or mine is None:
-            continue
-        if row.target == "0":
-            row.met = mine == 0
-        elif row.target.startswith("≤ 1.25"):
-            row.met = mine <= 1.25
-        elif row.target.startswith("≥") and "local" in row.target:
-            loc = row.values.get("local")
-            row.met = loc is not None and mine >= WARM_TARGET * loc
-        elif "best peer" in row.target:
-            best = best_peer(row)
-            if best is not None:
-                row.met = mine <= best if row.better == "lower" else mine >= best
-    return rows
-
-
-def _fmt(value: float | None, unit: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "count":
-        return f"{value:.0f}"
-    if unit == "×":
-        return f"{value:.2f}"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None:
-        return "—"
-    if b == 0:
-        return "—" if a == 0 else "∞"
-    return f"{a / b:.2f}"
-
-
-def render(results: dict[str, Any], rows: list[Row]) -> str:
-    names = [m.name for m in MOUNTS]
-    kfs, peers = names[0], names[1:]
+def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     cond = results["conditions"]
-    head = [
-        "metric",
-        "unit",
-        *names,
-        "local disk",
-        *(f"{kfs} ÷ {p}" for p in peers),
-        "target (kithara_fs)",
-        "met?",
-    ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        cells = [row.metric, row.unit]
-        cells += [_fmt(row.values.get(n), row.unit) for n in names]
-        cells.append(_fmt(row.values.get("local"), row.unit))
-        cells += [_ratio(row.values.get(kfs), row.values.get(p)) for p in peers]
-        cells.append(row.target or "—")
-        if row.met is None:
-            cells.append("**no data**" if row.target else "—")
-        else:
-            cells.append("**yes**" if row.met else "**MISSED**")
-        lines.append("| " + " | ".join(cells) + " |")
-    missed = [r.metric for r in rows if r.met is False]
-    unknown = [r.metric for r in rows if r.target and r.met is None]
-    parts = []
-    if missed:
-        parts.append("Missed targets: " + "; ".join(missed) + ".")
-    if unknown:
-        parts.append("Not measured: " + "; ".join(unknown) + ".")
-    summary = " ".join(parts) or "All Done-when targets met."
+    parts: list[str] = []
+    for link, title in LINK_TITLES.items():
+        if link not in results["links"]:
+            continue
+        rows = [Row(**r) for r in results["links"][link]["table"]]
+        parts += [f"### {title}", "", *render_table(rows), "", f"**{verdict(rows)}**", ""]
     notes = [
         f"Run: {m['date']}, `{cond['command']}`"
-        + (
-            " — **quick mode: smaller file and shorter playback; not a Done-when run**"
-            if cond["quick"]
-            else ""
-        )
-        + ".",
+        + (" — **quick mode: smaller file, fewer repeats; not a Done-when run**"
+           if cond["quick"] else "") + ".",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, kernel {m['kernel']}, "
         f"{m['os']}, Python {m['python']}; disk filesystem {m['disk_fs']}.",
-        f"Versions: {m['kithara_fs']}; {m['httpdirfs']}; {m['rclone']}; fuse3 {m['fuse3']}.",
-        f"File: {cond['file_mb']:.1f} MB WAV ({cond['duration_s']} s, 1411.2 kbit/s). "
-        f"Link for all but playback: {cond['net_delay_ms']:.0f} ms added per request, "
-        f"{cond['net_mbit']:.0f} Mbit/s shared. Playback link: "
-        f"{cond['play_delay_ms']:.0f} ms, {cond['play_kbit']:.0f} kbit/s (3× the bitrate), "
-        f"{cond['play_secs']:.0f} s played, {PLAYER_BUFFER_SECS:.0f} s player buffer.",
-        f"Medians of {cond['ttfb_reps']} (first 64 KiB), {cond['cold_reps']} (cold) and "
-        f"{cond['warm_reps']} (warm) reads; {cond['seek_count']} random offsets. Local cold "
-        + (
-            "after dropping the page cache."
-            if results["local"]["cold_dropped_caches"]
-            else "not measured (could not drop the page cache; needs root)."
-        )
-        + " Local warm: each warm read of kithara_fs is followed by a local read of the same "
-        "bytes, and the target uses the median of those (start-of-run local baseline: "
-        f"{results['local']['warm_bps_median'] / 1e6:.0f} MB/s).",
-        "Ratios are kithara_fs ÷ peer (for latency, RSS and over-fetch lower is better; "
-        "for throughput higher is better).",
-        "Declared read-ahead excluded from over-fetch: "
-        + ", ".join(
-            f"{n} {fs['declared_readahead'] / 1e6:.1f} MB"
-            for n, fs in results["filesystems"].items()
-        )
-        + " after each read (kithara_fs: its read-ahead in seconds × the WAV's byte rate; "
-        "rclone: --buffer-size; httpdirfs has none — its 8 MB segments count as over-fetch).",
-    ]
-    for name, fs in results["filesystems"].items():
-        for crash in fs.get("crashes", []):
-            last = next((ln for ln in crash["log_tail"] if "Fatal" in ln or "panic" in ln), "")
-            notes.append(
-                f"{name} crashed during the {crash['phase']} phase"
-                + (f" (`{last.strip()}`)" if last else "")
-                + "; it was mounted again on the same cache and the run went on."
-            )
-        for phase, error in fs.get("phase_errors", {}).items():
-            if not error.startswith("filesystem process died"):
-                notes.append(f"{name}: {phase} phase failed: {error}")
-    warnings = results.get("warnings", {})
-    if any(warnings.values()):
-        notes.append(
-            "Log warnings: "
-            + "; ".join(f"{k}: {len(v)} line(s)" for k, v in warnings.items() if v)
-            + " (see JSON)."
-        )
-    if results.get("errors"):
-        notes.append("Errors: " + "; ".join(f"{k}: {v}" for k, v in results["errors"].items()))
-    return "\n".join([*lines, "", f"**{summary}**", "", *(f"- {n}" for n in notes)])
+        f"Versions: {m['kithara_fs']}; {m['httpdirfs']}; {m['rclone']}; fuse3 {m['fuse3']}; "
+        f"{m['curl']}; {m['ffmpeg']}.",
+        f"File: {cond['file_mb']:.1f} MB WAV ({cond['duration_s']} s, 1411.2 kbit/s); "
+        f"`ffmpeg -ss {SEEK_POSITION}` on {SEEK_MEDIA_SECS} s files in "
+        f"{', '.join(SEEK_FORMATS)}, decoding 1 s.",
+        f"Links: LAN — no added delay, no cap; network — {cond['net_delay_ms']:.0f} ms "
+        f"added per request, {cond['net_mbit']:.0f} Mbit/s shared; playback (network run "
+        f"only) — {cond['play_delay_ms']:.0f} ms, {cond['play_kbit']:.0f} kbit/s (3× the "
+        f"bitrate), {cond['play_secs']:.0f} s played, {PLAYER_BUFFER_SECS:.0f} s buffer.",
+        f"Medians of {cond['ttfb_reps']} (open + first 64 KiB), {cond['cold_reps']} (cold) "
+        f"and {cond['warm_reps']} (cached) reads; {cond['seek_count']} random offsets. "
+        "curl starts one process per request, included in its times (0.6–1.5 ms here). "
+        "The passthrough serves the same files from local disk, hot in the page cache: "
+        "the cost of FUSE through Python and nothing else. local disk: cold "
+        + ("after dropping the page cache" if results["local"]["cold_dropped_caches"]
+           else "not measured (needs root)")
+        + "; cached: a local read of the same bytes right after each of kithara_fs's.",
+        "Ratios are kithara_fs ÷ that column (lower is better for times, bytes and RSS; "
+        "higher for throughput).",
+        "Declared read-ahead (left out of the network table's second over-fetch row): "
+        "kithara_fs its `readahead_seconds` × the WAV's byte rate "
+        f"({results['declared_readahead'].get('kithara_fs', 0) / 1e6:.1f} MB), rclone "
+        "`--buffer-size` (16.8 MB), httpdirfs none (its 8 MB segments count).",
+    ]  # fmt: skip
+    for link, data in results["links"].items():
+        for name, fs in data["filesystems"].items():
+            for crash in fs.get("crashes", []):
+                last = next((ln for ln in crash["log_tail"] if "Fatal" in ln or "panic" in ln),
+                            "")  # fmt: skip
+                notes.append(f"{name} ({link}) crashed during the {crash['phase']} phase"
+                             + (f" (`{last.strip()}`)" if last else "")
+                             + "; it was mounted again on the same cache and the run went on.")
+            for phase, error in fs.get("phase_errors", {}).items():
+                if not error.startswith("filesystem process died"):
+                    notes.append(f"{name} ({link}): {phase} phase failed: {error}")
+        warnings = data.get("warnings", {})
+        if any(warnings.values()):
+            notes.append(f"Log warnings ({link}): " + "; ".join(
+                f"{k}: {len(v)} line(s)" for k, v in warnings.items() if v) + " (see JSON).")
+        if data.get("errors"):
+            notes.append(f"Errors ({link}): "
+                         + "; ".join(f"{k}: {v}" for k, v in data["errors"].items()))
+    return "\n".join([*parts, *(f"- {n}" for n in notes)])
 
 
 def write_readme(section: str) -> None:
@@ -576,16 +440,20 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         say("missing: " + ", ".join(missing) + " (run bench/setup.sh)")
         return 2
-    say(f"preparing a {plan.duration} s WAV under bench/.media (generated once)")
+    say(f"preparing a {plan.duration} s WAV and {SEEK_MEDIA_SECS} s files of "
+        f"{len(SEEK_FORMATS)} formats under bench/.media (generated once)")  # fmt: skip
     wav = media.generate(BENCH / ".media" / f"{plan.duration}s", plan.duration, ["wav.wav"])[
         "wav.wav"
     ].resolve()
+    seek_media = media.generate(BENCH / ".media" / f"{SEEK_MEDIA_SECS}s", SEEK_MEDIA_SECS,
+                                SEEK_FORMATS)  # fmt: skip
     size = wav.stat().st_size
     offsets = seek_offsets(size, plan.seek_count, SEEK_SPACING, SEEK_MARGIN)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = BENCH / "results"
     log_dir = out_dir / f"logs-{stamp}"
     workdir = Path(tempfile.mkdtemp(prefix="kfs-bench-", dir=args.workdir))
+    links = [link for link in LINKS if not args.link or link in args.link]
     results: dict[str, Any] = {
         "machine": machine(),
         "conditions": {
@@ -606,63 +474,83 @@ def run(args: argparse.Namespace) -> int:
             "workdir": str(workdir),
             "logs": str(log_dir),
         },
-        "filesystems": {},
-        "warnings": {},
-        "errors": {},
+        "links": {},
+        "declared_readahead": {},
     }
     say("local disk baseline")
     results["local"] = local_baseline(wav, plan)
 
-    folders = {cls.name: cls.name.replace("_", "") for cls in MOUNTS}
-    names = names_for(plan)
+    local_of = {"seek.wav": wav, **{f"ss-{f}": p.resolve() for f, p in seek_media.items()}}
     files: dict[str, Path] = {}
     shapes: dict[str, Shape] = {}
-    for folder in folders.values():
-        for name in names:
-            files[f"/{folder}/{name}"] = wav
-            shapes[f"/{folder}/{name}"] = PLAY_SHAPE if name == "play.wav" else NET_SHAPE
+    folders = [cls.name.replace("_", "") for cls in MOUNTS] + ["curl"]
+    for link in links:
+        for folder in folders:
+            for name in names_for(plan, link):
+                path = f"/{folder}-{link}/{name}"
+                files[path] = local_of.get(name, wav)
+                shapes[path] = PLAY_SHAPE if name == "play.wav" else LINKS[link]
     origin = ShapedOrigin(files, shapes)
     try:
         origin.start()
-        for cls in MOUNTS:
-            if args.only and cls.name not in args.only:
-                continue
-            folder = folders[cls.name]
-            urls = {n: origin.url(f"/{folder}/{n}") for n in names}
-            mount = cls(workdir, origin.url(f"/{folder}/"), urls, log_dir)
-            say(f"mounting {cls.name}")
-            try:
-                mount.start()
-                results["filesystems"][cls.name] = measure_fs(
-                    mount, origin, folder, wav, plan, offsets
-                )
-            except (OSError, RuntimeError) as exc:
-                say(f"{cls.name} failed: {exc}")
-                results["errors"][cls.name] = str(exc)
-            finally:
-                code = mount.stop()
-                results["warnings"][cls.name] = mount.warnings()
-                if cls.name in results["filesystems"]:
-                    results["filesystems"][cls.name]["exit_code"] = code
-                # Free the disk: the caches hold a few hundred MB per filesystem.
-                shutil.rmtree(mount.cache_dir, ignore_errors=True)
+        for link in links:
+            data: dict[str, Any] = {"filesystems": {}, "warnings": {}, "errors": {}}
+            results["links"][link] = data
+            names = names_for(plan, link)
+            mounts: list[type[Mount]] = [*MOUNTS, *([PassthroughMount] if link == "lan" else [])]
+            for cls in mounts:
+                if args.only and cls.name not in args.only:
+                    continue
+                folder = f"{cls.name.replace('_', '')}-{link}"
+                urls = {n: origin.url(f"/{folder}/{n}") for n in names}
+                if cls is PassthroughMount:
+                    locals_ = {n: local_of.get(n, wav) for n in names}
+                    mount: Mount = PassthroughMount(workdir, "", urls, log_dir, locals_)
+                else:
+                    mount = cls(workdir / link, origin.url(f"/{folder}/"), urls, log_dir / link)
+                say(f"mounting {cls.name} on the {link} link")
+                try:
+                    mount.start()
+                    data["filesystems"][cls.name] = measure_fs(
+                        mount, origin, folder, link, wav, plan, offsets
+                    )
+                    results["declared_readahead"][cls.name] = mount.declared_readahead
+                except (OSError, RuntimeError) as exc:
+                    say(f"{cls.name} failed: {exc}")
+                    data["errors"][cls.name] = str(exc)
+                finally:
+                    code = mount.stop()
+                    data["warnings"][cls.name] = mount.warnings()
+                    if cls.name in data["filesystems"]:
+                        data["filesystems"][cls.name]["exit_code"] = code
+                    # Free the disk: the caches hold a few hundred MB per filesystem.
+                    shutil.rmtree(mount.cache_dir, ignore_errors=True)
+            if not args.only or "curl" in args.only:
+                try:
+                    data["filesystems"]["curl"] = measure_curl(
+                        origin, f"curl-{link}", link, size, plan, offsets
+                    )
+                except OSError as exc:
+                    data["errors"]["curl"] = str(exc)
+            data["table"] = [
+                asdict(r) for r in rows_for(link, data["filesystems"], results["local"])
+            ]
     finally:
         origin.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    rows = summarise(results)
-    results["table"] = [asdict(r) for r in rows]
-    section = render(results, rows)
+    section = render(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"{stamp}{'-quick' if args.quick else ''}.json"
     json_path.write_text(json.dumps(results, indent=2, default=str))
-    if args.only:
-        say("--only: bench/README.md left as it was")
+    if args.only or args.link:
+        say("--only/--link: bench/README.md left as it was")
     else:
         write_readme(section)
     print(section)
-    say(f"raw numbers: {json_path.relative_to(BENCH.parent)}; README updated")
-    return 1 if results["errors"] else 0
+    say(f"raw numbers: {json_path.relative_to(BENCH.parent)}")
+    errors = [e for d in results["links"].values() for e in d["errors"].values()]
+    return 1 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -675,8 +563,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=[m.name for m in MOUNTS],
+        choices=[*(m.name for m in MOUNTS), PassthroughMount.name, "curl"],
         help="measure only this filesystem (repeatable; the README is not rewritten)",
+    )
+    parser.add_argument(
+        "--link",
+        action="append",
+        choices=list(LINKS),
+        help="measure only on this link (repeatable; the README is not rewritten)",
     )
     parser.add_argument(
         "--workdir",

@@ -4,7 +4,7 @@
 # Idempotent: packages already installed are skipped, so a second run returns at once.
 set -euo pipefail
 
-PACKAGES=(fuse3 httpdirfs rclone ffmpeg)
+PACKAGES=(fuse3 httpdirfs rclone ffmpeg curl)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

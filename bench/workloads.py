@@ -1,7 +1,8 @@
 """The readers: what the benchmark does to a file, and how it times it.
 
 Owns: time to the first 64 KiB after open, sequential whole-file reads, timed 64 KiB reads at
-fixed random offsets, the real-time playback simulation, dropping the page cache for the
+fixed random offsets, the same through curl (the network's ceiling), ``ffmpeg -ss`` timings,
+the real-time playback simulation, dropping the page cache for the
 local-disk baseline, and the over-fetch arithmetic on the origin's request log.
 
 Must never: mount, unmount or talk to the origin process (run.py does), or hide a failed read:
@@ -14,6 +15,7 @@ import os
 import random
 import re
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,6 +128,46 @@ def random_reads(path: Path, offsets: list[int], think: float) -> list[float]:
     finally:
         os.close(fd)
     return latencies
+
+
+def curl_range(url: str, offset: int, size: int = READ_SIZE) -> float:
+    """Seconds for ``curl`` to fetch ``size`` bytes at ``offset`` with one ranged GET
+    (starting the process included, as a player's own HTTP request has no such cost)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        ["curl", "-sSf", "-o", "/dev/null", "-r", f"{offset}-{offset + size - 1}", url],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise OSError(f"curl {url}: {done.stderr.decode(errors='replace').strip()}")
+    return elapsed
+
+
+def curl_whole(url: str, expected_size: int) -> float:
+    """Bytes per second of ``curl`` downloading the whole URL to /dev/null."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        ["curl", "-sSf", "-o", "/dev/null", "-w", "%{size_download}", url],
+        capture_output=True, timeout=600,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0 or int(done.stdout or 0) != expected_size:
+        raise OSError(f"curl {url}: {done.stderr.decode(errors='replace').strip()}")
+    return expected_size / elapsed
+
+
+def ffmpeg_seek(source: str, position: float, seconds: float = 1.0) -> float:
+    """Seconds for ``ffmpeg -ss position`` to open ``source`` (a path or a URL) and decode
+    ``seconds`` of audio from there: what a player's seek costs, ffmpeg's own start included."""
+    command = ["ffmpeg", "-nostdin", "-v", "error", "-ss", str(position), "-i", source,
+               "-t", str(seconds), "-f", "null", "-"]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, timeout=120)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise OSError(f"ffmpeg -ss {position} {source}: {done.stderr.decode(errors='replace')}")
+    return elapsed
 
 
 @dataclass

@@ -42,6 +42,24 @@ def bytes_per_second(head: bytes, tail: bytes, length: int) -> float | None:
     return length / duration
 
 
+def reads_the_end(head: bytes) -> bool:
+    """Whether players of this container read the file's last bytes before they play.
+
+    MP3 players look for ID3v1 and APE tags at the end, Ogg players read the last page for
+    the duration, and an MP4 whose ``moov`` is not in the head keeps its index at the end.
+    WAV, FLAC and anything unrecognised are played from the head alone.
+    """
+    if head[:4] in (b"RIFF", b"fLaC"):
+        return False
+    if head[:4] == b"OggS":
+        return True
+    if head[4:8] in (b"ftyp", b"moov", b"free", b"mdat", b"wide"):
+        return b"moov" not in head
+    if head[:3] == b"ID3":
+        return True
+    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0  # an MPEG frame
+
+
 def _duration(head: bytes, tail: bytes, length: int) -> float | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return _wav(head, length)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kithara_fs.bitrate import HEAD_BYTES, TAIL_BYTES, bytes_per_second
+from kithara_fs.bitrate import HEAD_BYTES, TAIL_BYTES, bytes_per_second, reads_the_end
 
 from .conftest import needs_ffmpeg
 from .test_mount_playback import FORMATS
@@ -35,3 +35,21 @@ def test_duration_from_headers_matches_ffprobe(name: str, media_files: dict[str,
 )  # fmt: skip
 def test_hostile_or_unknown_headers_are_unknown_not_errors(head: bytes) -> None:
     assert bytes_per_second(head, head[-100:], 10_000_000) is None
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"ID3\x04\x00" + bytes(100), True),  # ID3v1/APE at the end
+        (b"\xff\xfb\x90\x00" + bytes(100), True),  # a bare MPEG frame
+        (b"OggS" + bytes(100), True),  # the last page holds the duration
+        (b"\x00\x00\x00\x20ftypM4A " + bytes(24) + b"\x00\x00\x10\x00mdat", True),
+        (b"\x00\x00\x00\x20ftypM4A " + bytes(24) + b"\x00\x00\x10\x00moov", False),
+        (b"RIFF\x00\x00\x00\x00WAVE", False),
+        (b"fLaC" + bytes(100), False),
+        (bytes(range(256)), False),  # unrecognised: nothing to look for at the end
+        (b"", False),
+    ],
+)
+def test_reads_the_end(head: bytes, expected: bool) -> None:
+    assert reads_the_end(head) is expected

@@ -64,9 +64,9 @@ read waits for; on the key; or a BYTERANGE of segment 3 in the playlist); ``hls-
 live file of a live programme whose five segments are all published, with EXT-X-ENDLIST added
 once the file is open (the fault on segment 2, or on the key used from segment 2 on).
 Readers: ``blocking`` reads the whole file in 256 KiB steps, with pread(2) from 128 KiB on
-for seekable files (past the prefetched head; the fault is injected once the open's prefetch
-is done) and read(2) for the live file; ``nonblocking`` does the same on an O_NONBLOCK open,
-waits in poll(POLLIN) (bounded) on EAGAIN, and stops at any other errno.
+for seekable files (past the head, which the reader reads first; the fault is injected once
+the head has arrived) and read(2) for the live file; ``nonblocking`` does the same on an
+O_NONBLOCK open, waits in poll(POLLIN) (bounded) on EAGAIN, and stops at any other errno.
 
 Outcomes: *bytes* — exactly the origin's bytes, then end of file; *EIO at open* — stat shows
 size 0 and open fails with EIO; *ESTALE* / *EIO* — the read (or open) fails with that errno;
@@ -208,10 +208,9 @@ def render_table() -> str:
 # -- media and timing -----------------------------------------------------------------------
 
 STEP = 256 * 1024
-# The open fetches the first 128 KiB and the last 64 KiB; readers of seekable files start
-# past the head, and faults are injected once that prefetch is done.
+# Readers of seekable files first read the head, as players do (an open fetches nothing by
+# itself), then the rest from there; faults are injected once the head has arrived.
 PREFETCH_HEAD = 128 * 1024
-PREFETCH_TAIL = 64 * 1024
 READ_TIMEOUT = 30.0  # the mount's default
 HANG_GUARD = READ_TIMEOUT + 15.0
 PROGRESSIVE_SIZE = 1_200_000
@@ -497,10 +496,10 @@ def _read_all(fd: int, result: Result, start: int, seekable: bool, nonblocking: 
         result.data = bytes(data)
 
 
-def _cached_head_and_tail(path: Path) -> bool:
+def _cached_head(path: Path) -> bool:
     state = os.getxattr(path, "user.kithara.state").decode()
     cached = int(os.getxattr(path, "user.kithara.cached_bytes"))
-    return state != "downloading" and cached >= PREFETCH_HEAD + PREFETCH_TAIL
+    return state != "downloading" and cached >= PREFETCH_HEAD
 
 
 # -- one mount per kind ---------------------------------------------------------------------
@@ -627,7 +626,9 @@ class KindRun:
                 result.durations.append(time.monotonic() - began)
             try:
                 if seekable:
-                    wait_until(lambda: _cached_head_and_tail(path), f"the prefetch of {cell.tag}",
+                    # A non-blocking read may answer EAGAIN; it still fetches the head.
+                    _raw_read(fd, PREFETCH_HEAD, 0)
+                    wait_until(lambda: _cached_head(path), f"the head of {cell.tag}",
                                seconds=HANG_GUARD)  # fmt: skip
                     if late is not None:
                         late(self.origin, cell.target)

@@ -237,6 +237,47 @@ async def test_a_seek_starts_the_reach_again(rig: Rig) -> None:
     assert rig.origin.requests[-1] == f"bytes=9000000-{9_000_000 + read - 1}"
 
 
+MP3_LIKE = b"ID3\x04\x00\x00\x00\x00\x00\x00" + DATA[10:4_000_000]
+WAV_LIKE = b"RIFF\x00\x00\x00\x00WAVE" + DATA[12:4_000_000]
+
+
+@pytest.mark.parametrize(("data", "tail"), [(MP3_LIKE, True), (WAV_LIKE, False)])
+async def test_the_tail_follows_the_head_only_where_players_read_it(
+    data: bytes, tail: bool, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    origin = FakeOrigin(data, latency=0.02)
+    async with HttpClient(transport=origin.transport()) as http, trio.open_nursery() as nursery:
+        rig = Rig(origin, http, tmp_path, nursery)
+        stream = await rig.open()
+        await trio.sleep(1)
+        assert origin.requests == ["bytes=0-0"], "an open fetches nothing by itself"
+        assert await stream.try_read(0, 65536, Deadline.after(30)) == Bytes(data[:65536])
+        await trio.sleep(1)
+        last = f"bytes={len(data) - 65536}-{len(data) - 1}"
+        assert origin.requests == ["bytes=0-0", "bytes=0-65535"] + ([last] if tail else [])
+        # The player's jump to the end right after (ffmpeg's ID3v1/APE look) is then cached.
+        assert await stream.try_read(len(data) - 128, 128, Deadline.after(30)) == Bytes(
+            data[-128:]
+        )
+        assert (origin.requests[-1] == last) == tail
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_jump_to_the_end_keeps_the_tail_prefetch(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The jump comes before the tail arrives: it waits for that request, not a new one."""
+    origin = FakeOrigin(MP3_LIKE, latency=0.5)
+    async with HttpClient(transport=origin.transport()) as http, trio.open_nursery() as nursery:
+        rig = Rig(origin, http, tmp_path, nursery)
+        stream = await rig.open()
+        assert await stream.try_read(0, 65536, Deadline.after(30)) == Bytes(MP3_LIKE[:65536])
+        end = len(MP3_LIKE)
+        assert await stream.try_read(end - 128, 128, Deadline.after(30)) == Bytes(MP3_LIKE[-128:])
+        assert origin.requests == ["bytes=0-0", "bytes=0-65535", f"bytes={end - 65536}-{end - 1}"]
+        nursery.cancel_scope.cancel()
+
+
 async def test_readable_watches_where_the_reader_waits(
     rig: Rig, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ..bitrate import reads_the_end
 from ..errors import KitharaError
 from ..sources.base import FALLBACK_BYTE_RATE, OPENING_TAIL, ByteSource
 from ..tasks import start_guarded
@@ -40,11 +41,6 @@ JOIN_DISTANCE = 512 * 1024
 # one stream could fill the cache: 64 KiB .. 256 MiB.
 MIN_WINDOW = 64 * 1024
 MAX_WINDOW = 256 * 1024 * 1024
-# On open, the head and tail that players read before they play are fetched at once: 128 KiB
-# covers ID3v2 without large cover art and the first frames; the tail (OPENING_TAIL, 64 KiB)
-# covers ID3v1/APE tags, the last Ogg page and a short file's MP4 index. A player that wants
-# more reads on as usual.
-OPENING_HEAD = 128 * 1024
 
 
 def window_bytes(source: ByteSource) -> int:
@@ -53,12 +49,12 @@ def window_bytes(source: ByteSource) -> int:
     return int(min(MAX_WINDOW, max(MIN_WINDOW, rate * source.readahead_seconds)))
 
 
-def opening_spans(source: ByteSource) -> list[tuple[int, int]]:
-    """What players read before they play: the head and the tail of the file."""
+def tail_span(source: ByteSource) -> tuple[int, int] | None:
+    """The end of the file that players of some formats read before they play (OPENING_TAIL,
+    64 KiB: ID3v1/APE tags, the last Ogg page, a short file's MP4 index)."""
     length = source.length or 0
-    head = (0, min(length, OPENING_HEAD))
-    tail = (max(head[1], length - OPENING_TAIL), length)
-    return [span for span in (head, tail) if span[0] < span[1]]
+    start = max(0, length - OPENING_TAIL)
+    return (start, length) if start < length else None
 
 
 @dataclass(eq=False)
@@ -80,6 +76,8 @@ class Cursor:
     target: int
     version: int
     owners: set[Reader] = field(default_factory=set)
+    # A bounded prefetch (the tail): it outlives a seek of its readers, who jump there next.
+    prefetch: bool = False
     error: KitharaError | None = None
     done: bool = False
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -164,13 +162,20 @@ class Scheduler:
         reader.reach = min(window_bytes(reader.source), max(2 * reader.reach, 2 * size))
 
     def seeked(self, reader: Reader) -> None:
-        """The reader jumped: its downloads stop, and its reach starts again from nothing."""
-        self.release(reader)
+        """The reader jumped: its downloads stop (a bounded prefetch finishes: the jump is
+        often to it), and its reach starts again from nothing."""
+        self.release(reader, keep_prefetch=True)
         reader.reach = 0
 
-    def prefetch_opening(self, reader: Reader) -> None:
-        """A handle opened: fetch the head and the tail now, without moving its window."""
-        self.prefetch(reader, opening_spans(reader.source))
+    def head_served(self, reader: Reader, head: bytes) -> None:
+        """The reader's read at byte 0 was answered with ``head``: if its format is one whose
+        players read the end next (:func:`~kithara_fs.bitrate.reads_the_end`), fetch the tail
+        now, beside the reader's next reads, so that seek costs no round trip. Nothing is
+        fetched at open: a player's first read fetches its own bytes and waits for nothing
+        else."""
+        span = tail_span(reader.source)
+        if span is not None and reads_the_end(head):
+            self.prefetch(reader, [span])
 
     def prefetch(self, reader: Reader, spans: list[tuple[int, int]]) -> None:
         """Fetch these spans now, on the reader's behalf, without moving its window."""
@@ -178,13 +183,19 @@ class Scheduler:
             need = reader.source.first_missing(start)
             if need >= end:
                 continue
-            cursor = self._joinable(reader.source, need) or self._start(reader.source, need, end)
+            cursor = self._joinable(reader.source, need)
+            if cursor is None:
+                cursor = self._start(reader.source, need, end)
+                cursor.prefetch = True
             self._attach(reader, cursor)
 
-    def release(self, reader: Reader) -> None:
+    def release(self, reader: Reader, keep_prefetch: bool = False) -> None:
         """The reader seeked away or closed: its downloads stop unless others need them."""
         cursors, reader.cursors = reader.cursors, []
         for cursor in cursors:
+            if keep_prefetch and cursor.prefetch and not cursor.done:
+                reader.cursors.append(cursor)
+                continue
             cursor.owners.discard(reader)
             if not cursor.owners and not cursor.done:
                 cursor.scope.cancel()

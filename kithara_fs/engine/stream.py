@@ -165,6 +165,7 @@ class Stream(Handle):
         self.version = source.version
         self.reader = Reader(source)
         self.label = source.shown
+        self._head_served = False
 
     async def try_read(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome:
         """Read ``size`` bytes at ``offset``, waiting for downloads until ``deadline``.
@@ -217,6 +218,9 @@ class Stream(Handle):
             data = source.read_cached(offset, end - offset)
             if data is not None:
                 self.timeline.resume_at = end
+                if offset == 0 and not self._head_served:
+                    self._head_served = True
+                    self.scheduler.head_served(self.reader, data)
                 self.scheduler.read_ahead(self.reader, end)
                 return Bytes(data)
             failure = self.reader.take_failure(since=failures_since)
@@ -334,4 +338,3 @@ class SequentialStream(Handle):
         self.interrupt()
         self._scope.cancel()
         self.feed.discard()
-

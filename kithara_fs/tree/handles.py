@@ -54,8 +54,7 @@ class Handles:
         if source.length is None:
             raise OriginError(source.shown, "size not known within the read budget")
         stream = Stream(source, self.scheduler)
-        # Players read the head and the tail before they play: fetch both at once.
-        self.scheduler.prefetch_opening(stream.reader)
+        # Nothing is fetched yet: the first read fetches its own bytes (engine/scheduler.py).
         source.opened()
         self._track(node, stream)
         return stream
