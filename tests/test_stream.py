@@ -278,6 +278,22 @@ async def test_a_jump_to_the_end_keeps_the_tail_prefetch(
         nursery.cancel_scope.cancel()
 
 
+async def test_read_at_once_answers_cached_bytes_and_records_nothing_else(rig: Rig) -> None:
+    stream = await rig.open()
+    assert stream.read_at_once(0, 4096) is None
+    assert stream.timeline.position is None, "a read it did not answer left no trace"
+    assert rig.origin.requests == ["bytes=0-0"], "and started no download"
+    assert await stream.try_read(0, 4096, Deadline.after(30)) == Bytes(DATA[:4096])
+    assert stream.read_at_once(0, 4096) == Bytes(DATA[:4096])
+    assert stream.read_at_once(4096, 4096) is None  # not fetched: the first read took 4 KiB
+    assert stream.read_at_once(len(DATA), 4096) is None  # end of file: try_read's answer
+    # A cached read far away is still a seek: older reads of the handle are superseded.
+    await stream.try_read(9_000_000, 4096, Deadline.after(30))
+    epoch = stream.timeline.epoch
+    assert stream.read_at_once(0, 4096) == Bytes(DATA[:4096])
+    assert stream.timeline.epoch == epoch + 1
+
+
 async def test_readable_watches_where_the_reader_waits(
     rig: Rig, autojump_clock: trio.testing.MockClock
 ) -> None:

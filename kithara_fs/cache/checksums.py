@@ -8,9 +8,12 @@ back: ``crc32(b, crc32(a)) == crc32(a + b)``), so a sequential download makes on
 block. A read checks every piece it touches against the bytes on disk; a piece that does not
 match is dropped, so its bytes count as missing and are downloaded again.
 
-Why CRC-32 (``zlib.crc32``, the standard library): it detects the damage a cache meets
-(bit flips, torn or zeroed pages, a data file overwritten or truncated by something else)
-and continues across appends, which a keyed or cryptographic hash does not do for free. It
+Why CRC-32: it detects the damage a cache meets (bit flips, torn or zeroed pages, a data
+file overwritten or truncated by something else) and continues across appends, which a keyed
+or cryptographic hash does not do for free. It is computed by zlib-ng's SIMD CRC-32 (the
+``zlib-ng`` package), which gives exactly ``zlib.crc32``'s values, so caches written before
+stay valid, at about 6× the speed of the system zlib here (9 µs instead of 54 µs per 128 KiB
+read, on every cached read). It
 is not a defence against someone who can write the cache folder on purpose — that is the
 user (the folder is 0700). Its speed is measured in ``bench/`` against the reads it guards.
 
@@ -21,8 +24,9 @@ byte it was not given when it was written.
 from __future__ import annotations
 
 import bisect
-import zlib
 from collections.abc import Iterable
+
+from zlib_ng import zlib_ng as zlib
 
 from ..ranges import RangeSet
 
@@ -70,27 +74,37 @@ class Checksums:
 
     # -- checking --------------------------------------------------------------------------
 
+    def covering(self, offset: int, end: int) -> list[tuple[int, int, int]] | None:
+        """The pieces that together hold every byte of ``[offset, end)``, in order; None
+        when some byte of it is in no piece."""
+        pieces = self._touching(offset, end)
+        if not pieces or pieces[0][0] > offset or pieces[-1][1] < end:
+            return None
+        for before, after in zip(pieces, pieces[1:], strict=False):
+            if after[0] > before[1]:
+                return None
+        return pieces
+
     def span_to_read(self, offset: int, end: int) -> tuple[int, int] | None:
         """The bytes to read from disk so that ``[offset, end)`` can be verified: the whole
         pieces it touches. None when some byte of it is in no piece."""
-        pieces = self._touching(offset, end)
-        if not pieces:
-            return None
-        covered = offset
-        for start, stop, _ in pieces:
-            if start > covered:
-                return None
-            covered = max(covered, stop)
-        if covered < end:
-            return None
-        return pieces[0][0], pieces[-1][1]
+        pieces = self.covering(offset, end)
+        return None if pieces is None else (pieces[0][0], pieces[-1][1])
 
     def damaged(self, base: int, data: bytes, offset: int, end: int) -> list[tuple[int, int]]:
         """The pieces touching ``[offset, end)`` whose bytes in ``data`` (read from disk at
         ``base``) do not match their checksum; an empty list means all is verified."""
+        return self.damaged_among(self._touching(offset, end), base, data)
+
+    @staticmethod
+    def damaged_among(
+        pieces: list[tuple[int, int, int]], base: int, data: bytes
+    ) -> list[tuple[int, int]]:
+        """Those of ``pieces`` whose bytes in ``data`` (read from disk at ``base``) do not
+        match their checksum."""
         view = memoryview(data)
         bad = []
-        for start, stop, crc in self._touching(offset, end):
+        for start, stop, crc in pieces:
             chunk = view[start - base : stop - base]
             if len(chunk) != stop - start or zlib.crc32(chunk) != crc:
                 bad.append((start, stop))
@@ -104,13 +118,12 @@ class Checksums:
         self._starts = [piece[0] for piece in kept]
 
     def _touching(self, offset: int, end: int) -> list[tuple[int, int, int]]:
-        index = max(0, bisect.bisect_right(self._starts, offset) - 1)
-        found = []
-        for piece in self._pieces[index:]:
-            if piece[0] >= end:
-                break
-            if piece[1] > offset:
-                found.append(piece)
+        # Bisect both ends: this runs twice on every cached read, over files of many pieces.
+        first = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        stop = bisect.bisect_left(self._starts, end, first)
+        found = self._pieces[first:stop]
+        if found and found[0][1] <= offset:
+            del found[0]
         return found
 
     # -- views -----------------------------------------------------------------------------

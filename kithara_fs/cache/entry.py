@@ -96,12 +96,12 @@ class CacheEntry:
         end = offset + size
         if not self.ranges.covers(offset, end):
             return None
-        span = self.sums.span_to_read(offset, end)
-        if span is None:  # cannot happen while ranges == sums.ranges(); never serve unverified
+        pieces = self.sums.covering(offset, end)
+        if pieces is None:  # cannot happen while ranges == sums.ranges(); never serve unverified
             log.warning("cache %s: bytes without a checksum; refetching", self.data_path.name)
             self._forget_all()
             return None
-        base, stop = span
+        base, stop = pieces[0][0], pieces[-1][1]
         try:
             data = os.pread(self._data_fd(), stop - base, base)
         except OSError as exc:
@@ -112,7 +112,7 @@ class CacheEntry:
             log.warning("cache file %s is shorter than its index, refetching", self.data_path)
             self._forget_all()
             return None
-        damaged = self.sums.damaged(base, data, offset, end)
+        damaged = self.sums.damaged_among(pieces, base, data)
         if damaged:
             lost = sum(b - a for a, b in damaged)
             log.warning("cache data %s: %d bytes from offset %d failed their checksum; fetching "
@@ -122,6 +122,8 @@ class CacheEntry:
             self._forgets += 1  # a row snapshot from before must not vouch for them
             self._save(self.meta, self.ranges, self.sums)
             return None
+        if base == offset and stop == end:
+            return data  # the usual case (block-aligned reads): no copy
         return data[offset - base : end - base]
 
     def write(self, offset: int, data: bytes) -> bool:

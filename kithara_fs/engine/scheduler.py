@@ -134,11 +134,13 @@ class Scheduler:
         length = source.length
         if length is None:
             return
+        gap = source.first_missing(position)
+        if gap >= length:
+            return  # all there (a cached file: the cheap answer comes first)
         window = self.reach(reader)
         if window <= 0:
             return  # not reading sequentially (yet): fetch what is read, nothing more
         window_end = min(length, position + window)
-        gap = source.first_missing(position)
         if gap >= window_end:
             return
         for cursor in reader.running():

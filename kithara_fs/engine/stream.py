@@ -128,6 +128,11 @@ class Handle(abc.ABC):
     async def try_read(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome:
         """Bytes at ``offset``, or Eof, or Pending once ``deadline`` passes."""
 
+    def read_at_once(self, offset: int, size: int) -> Bytes | None:
+        """Bytes that are there now, answered without the waiting machinery; None means
+        "ask :meth:`try_read`" (and nothing was recorded)."""
+        return None
+
     @abc.abstractmethod
     def answers_at_once(self, offset: int, size: int) -> bool:
         """Whether that read needs no wait, so the opener's blocking mode does not matter."""
@@ -188,14 +193,11 @@ class Stream(Handle):
         if offset == length or size <= 0:
             return Eof(offset)
         end = min(offset + size, length)
-        previous = self.timeline.position
-        if self.timeline.observe(offset, end, length):
-            # Wake this handle's older reads so they return SEEK_PENDING, and stop the
-            # download that was serving the old position.
-            self.scheduler.seeked(self.reader)
-            source.changed.notify()
-        elif previous is not None and offset < length - TAIL_BYTES:
-            self.scheduler.sequential(self.reader, end - offset)
+        self._arrive(offset, end, length)
+        if not self.timeline.flushing:
+            data = source.read_cached(offset, end - offset)
+            if data is not None:
+                return self._served(offset, end, data)
         epoch = self.timeline.epoch
         # A read that may wait reports only failures of the downloads it waited for: one
         # from before (read-ahead that failed while nobody was reading) gets a fresh try.
@@ -217,12 +219,7 @@ class Stream(Handle):
             self._check_version()
             data = source.read_cached(offset, end - offset)
             if data is not None:
-                self.timeline.resume_at = end
-                if offset == 0 and not self._head_served:
-                    self._head_served = True
-                    self.scheduler.head_served(self.reader, data)
-                self.scheduler.read_ahead(self.reader, end)
-                return Bytes(data)
+                return self._served(offset, end, data)
             failure = self.reader.take_failure(since=failures_since)
             if failure is not None:
                 raise failure
@@ -234,6 +231,45 @@ class Stream(Handle):
                 self.timeline.resume_at = offset
                 return Pending(PendingReason.NOT_READY)
             await source.changed.wait(deadline)
+
+    def read_at_once(self, offset: int, size: int) -> Bytes | None:
+        """The answer to a read of cached bytes, without any of the waiting machinery; None
+        (and nothing recorded) for any other read, which then goes to :meth:`try_read`.
+
+        This is every read of a played-before file, so it is the daemon's per-request cost
+        (issue: "every read through the daemon, fast").
+        """
+        source = self.source
+        length = source.length
+        if (self.version != source.version or self.timeline.flushing or length is None
+                or not 0 <= offset < length or size <= 0):  # fmt: skip
+            return None
+        end = min(offset + size, length)
+        data = source.read_cached(offset, end - offset)
+        if data is None:
+            return None
+        self._arrive(offset, end, length)
+        return self._served(offset, end, data)
+
+    def _arrive(self, offset: int, end: int, length: int) -> None:
+        """Record a read arriving: a seek, or a read on from where the reader was (which
+        makes its downloads reach further, unless there is nothing left to download)."""
+        previous = self.timeline.position
+        if self.timeline.observe(offset, end, length):
+            # Wake this handle's older reads so they return SEEK_PENDING, and stop the
+            # download that was serving the old position.
+            self.scheduler.seeked(self.reader)
+            self.source.changed.notify()
+        elif previous is not None and offset < length - TAIL_BYTES and not self.source.complete():
+            self.scheduler.sequential(self.reader, end - offset)
+
+    def _served(self, offset: int, end: int, data: bytes) -> Bytes:
+        self.timeline.resume_at = end
+        if offset == 0 and not self._head_served:
+            self._head_served = True
+            self.scheduler.head_served(self.reader, data)
+        self.scheduler.read_ahead(self.reader, end)
+        return Bytes(data)
 
     def answers_at_once(self, offset: int, size: int) -> bool:
         """Whether a read of ``[offset, offset+size)`` needs no download (cached, or at/past

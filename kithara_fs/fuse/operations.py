@@ -266,6 +266,9 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         handle = self._handles.get(fh)
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        cached = handle.stream.read_at_once(off, size)
+        if cached is not None:
+            return cached.data
         # One deadline per read, fixed on arrival; O_NONBLOCK readers get no wait at all.
         # Whether the reader is O_NONBLOCK matters only when the bytes are not there, and
         # then it is what its descriptor says now (mpv clears O_NONBLOCK after opening).
