@@ -4,7 +4,7 @@
 # Idempotent: packages already installed are skipped, so a second run returns at once.
 set -euo pipefail
 
-PACKAGES=(fuse3 httpdirfs rclone ffmpeg curl)
+PACKAGES=(fuse3 httpdirfs rclone ffmpeg curl streamlink)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -18,7 +18,7 @@ from workloads import median, percentile
 
 KFS = "kithara_fs"
 PEERS = ["httpdirfs", "rclone"]
-CEILINGS = ["curl", "passthrough"]
+CEILINGS = ["curl", "curl transfer", "passthrough"]
 COLUMNS = [KFS, *PEERS, *CEILINGS, "local"]
 HEADINGS = {"local": "local disk"}
 WARM_TARGET = 0.80
@@ -190,3 +190,77 @@ def verdict(rows: list[Row]) -> str:
     if unknown:
         parts.append("Not measured: " + "; ".join(unknown) + ".")
     return " ".join(parts) or "All targets on this link met."
+
+
+SCALE_FACTOR_LIMIT = 12
+SCALE_OFFLINE_LIMIT_S = 5.0
+SCALE_RSS_LIMIT_MIB = 200
+
+
+def render_scale(rows: list[dict[str, Any]]) -> list[str]:
+    """The scale table (bench/scale.py's figures) and its targets, judged on the last row
+    against the first."""
+    lines = [
+        "| streams | mount | first `ls -lR` | sizes shown | offline remount `ls -lR` | "
+        "offline sizes | RSS |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['streams']:,} | {r['mount_s']:.2f} s | {r['ls_s']:.2f} s | "
+            f"{r['sized']:,} / {r['listed']:,} | {r['offline_ls_s']:.2f} s | "
+            f"{r['offline_sized']:,} | {r['rss_mib']:.0f} MiB |"
+        )
+    if len(rows) < 2:
+        return lines
+    first, last = rows[0], rows[-1]
+    factor = last["streams"] / first["streams"]
+    mount_x, ls_x = last["mount_s"] / first["mount_s"], last["ls_s"] / first["ls_s"]
+    checks = [
+        (f"mount time grows {mount_x:.1f}× for {factor:.0f}× the streams",
+         mount_x <= SCALE_FACTOR_LIMIT * factor / 10),
+        (f"first `ls -lR` grows {ls_x:.1f}×", ls_x <= SCALE_FACTOR_LIMIT * factor / 10),
+        ("every first `ls -lR` shows every size",
+         all(r["sized"] == r["listed"] == r["streams"] for r in rows)),
+        (f"offline `ls -lR` of {last['streams']:,} in {last['offline_ls_s']:.2f} s, every size",
+         last["offline_ls_s"] < SCALE_OFFLINE_LIMIT_S
+         and last["offline_sized"] == last["streams"]),
+        (f"RSS {last['rss_mib']:.0f} MiB", last["rss_mib"] < SCALE_RSS_LIMIT_MIB),
+    ]  # fmt: skip
+    lines.append("")
+    lines += [f"- {text}: **{'yes' if ok else 'MISSED'}**" for text, ok in checks]
+    return lines
+
+
+HLS_TARGET = 2.0
+
+
+def render_hls(figures: dict[str, dict[str, Any]]) -> list[str]:
+    """The HLS table: per link, kithara_fs against ffmpeg and streamlink on the playlist;
+    the target is the 20 ms link's first 64 KiB within 2x streamlink's (else ffmpeg's)."""
+    from hls import SECONDS, SEEK_TO
+
+    lines = [
+        f"### HLS: a {SECONDS // 60}-minute programme of 600 segments, from a fresh start", "",
+        "| link | metric | kithara_fs | ffmpeg on the playlist | streamlink | ÷ ffmpeg | "
+        "÷ streamlink | target | met? |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for link, data in figures.items():
+        for key, metric in (("first_64k_s", "first 64 KiB (s)"),
+                            ("ffmpeg_ss_s", f"`ffmpeg -ss {SEEK_TO}` (s)")):  # fmt: skip
+            values = {c: (median(v[key]) if v.get(key) else None) for c, v in data.items()}
+            mine, ff, sl = values.get(KFS), values.get("ffmpeg"), values.get("streamlink")
+            target, met = "—", "—"
+            if link == "network" and key == "first_64k_s":
+                peer, name = (sl, "streamlink") if sl is not None else (ff, "ffmpeg")
+                target = f"≤ {HLS_TARGET:.0f}× {name}"
+                if mine is not None and peer is not None:
+                    met = "**yes**" if mine <= HLS_TARGET * peer else "**MISSED**"
+                else:
+                    met = "**no data**"
+            lines.append(f"| {link} | {metric} | {_fmt(mine, 's')} | {_fmt(ff, 's')} | "
+                         f"{_fmt(sl, 's')} | {_ratio(mine, ff)} | {_ratio(mine, sl)} | "
+                         f"{target} | {met} |")  # fmt: skip
+    lines.append("")
+    return lines

@@ -130,31 +130,35 @@ def random_reads(path: Path, offsets: list[int], think: float) -> list[float]:
     return latencies
 
 
-def curl_range(url: str, offset: int, size: int = READ_SIZE) -> float:
-    """Seconds for ``curl`` to fetch ``size`` bytes at ``offset`` with one ranged GET
-    (starting the process included, as a player's own HTTP request has no such cost)."""
+def curl_range(url: str, offset: int, size: int = READ_SIZE) -> tuple[float, float]:
+    """Seconds for ``curl`` to fetch ``size`` bytes at ``offset`` with one ranged GET: the
+    wall time of the whole command (starting the process included), and curl's own
+    ``time_total`` (connect to last byte, which is what a player's own request costs)."""
     start = time.perf_counter()
     done = subprocess.run(
-        ["curl", "-sSf", "-o", "/dev/null", "-r", f"{offset}-{offset + size - 1}", url],
+        ["curl", "-sSf", "-o", "/dev/null", "-w", "%{time_total}", "-r",
+         f"{offset}-{offset + size - 1}", url],
         capture_output=True, timeout=60,
     )  # fmt: skip
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise OSError(f"curl {url}: {done.stderr.decode(errors='replace').strip()}")
-    return elapsed
+    return elapsed, float(done.stdout)
 
 
-def curl_whole(url: str, expected_size: int) -> float:
-    """Bytes per second of ``curl`` downloading the whole URL to /dev/null."""
+def curl_whole(url: str, expected_size: int) -> tuple[float, float]:
+    """Bytes per second of ``curl`` downloading the whole URL to /dev/null: over the whole
+    command, and over curl's own ``time_total``."""
     start = time.perf_counter()
     done = subprocess.run(
-        ["curl", "-sSf", "-o", "/dev/null", "-w", "%{size_download}", url],
+        ["curl", "-sSf", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url],
         capture_output=True, timeout=600,
     )  # fmt: skip
     elapsed = time.perf_counter() - start
-    if done.returncode != 0 or int(done.stdout or 0) != expected_size:
+    size, own = (done.stdout or b"0 1").split()
+    if done.returncode != 0 or int(size) != expected_size:
         raise OSError(f"curl {url}: {done.stderr.decode(errors='replace').strip()}")
-    return expected_size / elapsed
+    return expected_size / elapsed, expected_size / float(own)
 
 
 def ffmpeg_seek(source: str, position: float, seconds: float = 1.0) -> float:

@@ -286,7 +286,7 @@ INJECTIONS: dict[str, Injection] = {
     "416-in-range": Injection(_set(fail_statuses=[416]), "fail_status", 1,
                               cause="no longer has byte|remote changed|HTTP 416"),
     "huge-headers": Injection(_set(huge_header_bytes=200_000), "huge_header", None,
-                              cause="Receive buffer too long"),
+                              cause="Receive buffer too long|headers too large"),
     "truncated-segment": Injection(_set(drop_after=0, drop_count=10**6), "drop", None,
                                    cause="connection lost mid-body|body ended"),
     "key-404": Injection(_set(fail_statuses=[404] * 1000), "fail_status", None, early=True,

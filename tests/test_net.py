@@ -176,3 +176,38 @@ async def test_connections_are_reused_after_whole_answers(server: Origin) -> Non
                 assert b"".join([c async for c in body.chunks()]) == DATA[start : start + 1000]
     assert len(server.requests_for("/a.mp3")) == 25
     assert server.connections_accepted == 1
+
+
+@pytest.mark.parametrize("pad", [150_000, 90_000])
+async def test_a_huge_header_block_is_refused_whatever_the_read_size(
+    server: Origin, pad: int
+) -> None:
+    """h11 only refuses an incomplete block over 100 KiB; with large socket reads a whole
+    150 KB block could pass it. Both must fail; a block h11 let through is refused for good
+    (h11's own refusal counts as a broken connection, and is retried)."""
+    server.faults("/a.mp3").huge_header_bytes = pad
+    async with HttpClient(policy=FAST) as http:
+        with pytest.raises(OriginError, match="headers too large|Receive buffer too long"):
+            await http.probe(server.url("/a.mp3"))
+        with pytest.raises(OriginError, match="headers too large|Receive buffer too long"):
+            await http.fetch(server.url("/a.mp3"), 10**7)
+    gets = [r for r in server.requests_for("/a.mp3") if r.method == "GET"]
+    if pad < 100 * 1024:
+        assert len(gets) == 2, "refused for good, not retried"
+
+
+async def test_ordinary_headers_pass(server: Origin) -> None:
+    server.faults("/a.mp3").huge_header_bytes = 8_000
+    async with HttpClient(policy=FAST) as http:
+        assert (await http.probe(server.url("/a.mp3"))).length == len(DATA)
+
+
+async def test_socket_reads_are_large() -> None:
+    """The client sets httpcore's read size (net/client.py says why); if httpcore renames the
+    constant, this fails instead of downloads silently slowing to half speed."""
+    import httpcore
+
+    from kithara_fs.net.client import SOCKET_READ_BYTES
+
+    async with HttpClient():
+        assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES == SOCKET_READ_BYTES

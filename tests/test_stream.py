@@ -19,7 +19,7 @@ from kithara_fs.engine.scheduler import Scheduler, window_bytes
 from kithara_fs.engine.stream import Bytes, Eof, Pending, PendingReason, Stream
 from kithara_fs.errors import OriginError, RemoteChangedError, SeekPastEndError
 from kithara_fs.net import HttpClient
-from kithara_fs.sources.progressive import REVALIDATE_INTERVAL, ProgressiveSource
+from kithara_fs.sources.progressive import HOLD_SECONDS, REVALIDATE_INTERVAL, ProgressiveSource
 
 from .fakes import FakeOrigin
 
@@ -210,8 +210,44 @@ async def test_requests_grow_while_a_reader_reads_on(rig: Rig) -> None:
     assert requested[0] == (0, read), "the first read fetches its own bytes"
     sizes = [(end or len(DATA)) - start for start, end in requested]
     assert sizes[0] < sizes[1] < sizes[2], f"each read on reaches further: {requested}"
-    assert max(sizes) <= window, requested
+    # Bounded requests up to the window, then one open-ended one that the reader paces.
+    assert all(size <= window for size in sizes[:-1]), requested
+    assert requested[-1][1] in (None, len(DATA)), requested
     assert len(requested) <= 8, f"a few requests for 60 reads, not one each: {requested}"
+
+
+async def test_a_download_at_its_target_holds_its_request_for_the_reader(
+    rig: Rig, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Past the first reads, one open-ended request serves a reader that keeps reading; it is
+    closed only once the reader has left it alone for HOLD_SECONDS."""
+    stream = await rig.open()
+    read = 64 * 1024
+    window = window_bytes(rig.source)
+    # 5.6 MiB: short of the end, and of the first index save (which syncs in a thread, in
+    # real time, under the virtual clock).
+    for offset in range(0, 90 * read, read):
+        assert await stream.try_read(offset, read, Deadline.after(30)) == Bytes(
+            DATA[offset : offset + read]
+        )
+        await trio.sleep(0.05)  # a reader slower than the link: the download waits for it
+        assert rig.source.first_missing(offset) <= offset + read + window
+    requested = spans(rig.origin.requests[1:])
+    open_ended = [r for r in requested if r[1] in (None, len(DATA))]
+    assert len(open_ended) == 1 and requested[-1] == open_ended[0], requested
+    # A pause shorter than HOLD_SECONDS: the same request goes on serving the reader.
+    await trio.sleep(HOLD_SECONDS / 2)
+    offset += read
+    assert await stream.try_read(offset, read, Deadline.after(30)) == Bytes(
+        DATA[offset : offset + read]
+    )
+    assert len(rig.origin.requests) == len(requested) + 1, rig.origin.requests
+    # A longer one: the request ended, and reading on takes a new one.
+    await trio.sleep(HOLD_SECONDS + 1)
+    assert rig.scheduler.active(rig.source) == 0
+    far = rig.source.first_missing(offset)
+    assert await stream.try_read(far, read, Deadline.after(30)) == Bytes(DATA[far : far + read])
+    assert len(rig.origin.requests) == len(requested) + 2, rig.origin.requests
 
 
 async def test_random_reads_fetch_what_they_read(rig: Rig) -> None:

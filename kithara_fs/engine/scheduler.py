@@ -73,7 +73,7 @@ class Cursor:
 
     source: ByteSource
     pos: int
-    target: int
+    _target: int
     version: int
     owners: set[Reader] = field(default_factory=set)
     # A bounded prefetch (the tail): it outlives a seek of its readers, who jump there next.
@@ -81,6 +81,37 @@ class Cursor:
     error: KitharaError | None = None
     done: bool = False
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    # Set whenever the target moves on; a download waiting at its target watches it.
+    _moved: trio.Event = field(default_factory=trio.Event)
+    # It is waiting for that (so fetches nothing now).
+    waiting: bool = False
+    # Its reader reads on with its whole window: requests need no end of their own.
+    open_ended: bool = False
+
+    @property
+    def target(self) -> int:
+        return self._target
+
+    @target.setter
+    def target(self, value: int) -> None:
+        if value > self._target:
+            self._moved.set()
+            self._moved = trio.Event()
+        self._target = value
+
+    async def wait_for_target(self, beyond: int, patience: float) -> bool:
+        """Wait up to ``patience`` s for a reader to move the target past ``beyond``."""
+        self.waiting = True
+        try:
+            with trio.move_on_after(patience):
+                while self._target <= beyond:
+                    await self._moved.wait()
+        finally:
+            self.waiting = False
+        # Woken by a reader and then released by it (a seek) before this task ran: stop here,
+        # before the next request goes out.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return self._target > beyond
 
 
 @dataclass(eq=False)
@@ -124,8 +155,7 @@ class Scheduler:
         need = reader.source.first_missing(offset)
         target = end + self.reach(reader)
         cursor = self._joinable(reader.source, need) or self._start(reader.source, need, target)
-        cursor.target = max(cursor.target, target)
-        self._attach(reader, cursor)
+        self._aim(reader, cursor, target)
         return cursor
 
     def read_ahead(self, reader: Reader, position: int) -> None:
@@ -145,15 +175,14 @@ class Scheduler:
             return
         for cursor in reader.running():
             if cursor.pos <= gap <= cursor.pos + JOIN_DISTANCE:
-                cursor.target = max(cursor.target, window_end)
+                self._aim(reader, cursor, window_end)
                 return
         # Hysteresis: start a new request only once half the window has drained, so a
         # reader that keeps pace with the download does not cause a request per read.
         if gap - position > window // 2:
             return
         cursor = self._joinable(source, gap) or self._start(source, gap, window_end)
-        cursor.target = max(cursor.target, window_end)
-        self._attach(reader, cursor)
+        self._aim(reader, cursor, window_end)
 
     def reach(self, reader: Reader) -> int:
         """How far past a read the reader's downloads go now: its reach, at most the window."""
@@ -203,8 +232,9 @@ class Scheduler:
                 cursor.scope.cancel()
 
     def active(self, source: ByteSource) -> int:
-        """Number of downloads running for ``source`` (for status and tests)."""
-        return sum(1 for c in self._cursors.get(source, ()) if not c.done)
+        """Number of downloads fetching for ``source`` now (for status and tests): one that
+        waits at its target for its reader to read on does not count."""
+        return sum(1 for c in self._cursors.get(source, ()) if not c.done and not c.waiting)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -217,13 +247,21 @@ class Scheduler:
                 return cursor
         return None
 
+    def _aim(self, reader: Reader, cursor: Cursor, target: int) -> None:
+        """Point ``cursor`` at least at ``target`` on the reader's behalf; once the reader's
+        reach is its whole window, the cursor's requests are open-ended."""
+        cursor.target = max(cursor.target, target)
+        if reader.reach >= window_bytes(reader.source):
+            cursor.open_ended = True
+        self._attach(reader, cursor)
+
     def _attach(self, reader: Reader, cursor: Cursor) -> None:
         if cursor not in reader.running():
             reader.cursors.append(cursor)
             cursor.owners.add(reader)
 
     def _start(self, source: ByteSource, start: int, target: int) -> Cursor:
-        cursor = Cursor(source=source, pos=start, target=target, version=source.version)
+        cursor = Cursor(source=source, pos=start, _target=target, version=source.version)
         self._cursors.setdefault(source, []).append(cursor)
         start_guarded(self._nursery, source.shown, self._run, cursor)
         return cursor

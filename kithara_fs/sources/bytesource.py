@@ -47,11 +47,18 @@ class DownloadCursor(Protocol):
     """The scheduler's handle on one running download.
 
     ``pos`` is advanced by the download as bytes land; ``target`` is moved by the scheduler
-    as readers advance. The download stops once ``pos`` reaches ``target``.
+    as readers advance. The download stops once ``pos`` reaches ``target`` — or, holding its
+    connection, first waits a while (:meth:`wait_for_target`) for a reader to move it on.
     """
 
     pos: int
     target: int
+    # The reader reads on with its whole read-ahead window: requests may be open-ended.
+    open_ended: bool
+
+    async def wait_for_target(self, beyond: int, patience: float) -> bool:
+        """Wait up to ``patience`` seconds for ``target`` to pass ``beyond``; True if it did."""
+        ...
 
 
 class ByteSource(abc.ABC):
