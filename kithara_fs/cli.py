@@ -30,7 +30,6 @@ from .daemon import UsageError, check_mountpoint, ready_writer, spawn_daemon
 from .errors import ConfigError
 from .mount import MountError, run_mount
 from .redact import redact_text, redact_url
-from .statusview import kithara_mounts, read_status, show
 
 log = logging.getLogger("kithara_fs")
 
@@ -204,6 +203,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .statusview import kithara_mounts, show
+
     mountpoints = [os.path.abspath(args.mountpoint)] if args.mountpoint else kithara_mounts()
     if not mountpoints:
         raise UsageError("no kithara-fs mount is running")
@@ -216,6 +217,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
+    from .statusview import read_status
+
     mountpoint = os.path.abspath(args.mountpoint)
     try:
         pid = int(read_status(mountpoint)["pid"])

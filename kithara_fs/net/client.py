@@ -10,6 +10,7 @@ has not judged, and never let an httpx exception out untranslated.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -53,6 +54,9 @@ OFFLINE_MEMORY = 60.0
 # maintainers chose 64 KiB from a similar curve (encode/httpcore#135). A read returns whatever
 # has arrived, so a slow link's first bytes are not held back. httpcore has no per-connection
 # setting for it; the class constant is public, and tests/test_net.py fails if it disappears.
+# Size probes: this many pools of this many connections (see HttpClient.__init__).
+PROBE_POOLS = 4
+PROBES_PER_POOL = 8
 SOCKET_READ_BYTES = 256 * 1024
 
 
@@ -75,17 +79,36 @@ class HttpClient:
         # Per-phase socket timeouts only; the user-facing budget is the read deadline, which
         # the caller enforces with a cancel scope around the whole wait.
         timeout = httpx.Timeout(connect=10.0, read=STALL_TIMEOUT, write=10.0, pool=30.0)
+        # Every connection may stay open for the next request: a burst of size probes (an
+        # HLS programme's segments) that keeps only half of them reconnects the other half
+        # on every round, which costs the origin a connection (and here a thread) each.
         limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections // 2
+            max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        self._client = httpx.AsyncClient(
-            timeout=timeout,
-            limits=limits,
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-            transport=transport,
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        )
+        # One TLS context for every pool: loading the CA bundle takes ~40 ms each time.
+        tls = None if transport is not None else httpx.create_ssl_context()
+
+        def client(limits: httpx.Limits) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                timeout=timeout,
+                limits=limits,
+                follow_redirects=True,
+                max_redirects=MAX_REDIRECTS,
+                transport=transport,
+                verify=tls if tls is not None else True,
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+            )
+
+        self._client = client(limits)
+        # Size probes come in bursts (a folder's files, an HLS programme's segments) and go
+        # to pools of their own, a few requests each: httpcore's pool does work quadratic in
+        # the requests it holds (encode/httpcore#1035; pydantic/httpx2#1075 measured ~14
+        # assignment passes per request under a deep queue), which made a probe cost 2.6 ms
+        # of CPU with 32 in flight and 1.2 ms with 6.
+        per_pool = httpx.Limits(max_connections=PROBES_PER_POOL,
+                                max_keepalive_connections=PROBES_PER_POOL)  # fmt: skip
+        self._probe_clients = [client(per_pool) for _ in range(PROBE_POOLS)]
+        self._next_probe_client = itertools.cycle(self._probe_clients)
         # host -> when it last failed to answer (trio clock); cleared by any answer.
         self._unreachable: dict[str, float] = {}
 
@@ -107,11 +130,12 @@ class HttpClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._client.aclose()
+        for client in (self._client, *self._probe_clients):
+            await client.aclose()
 
     async def probe(self, url: str) -> ResourceInfo:
         """Learn length and validators with a one-byte ranged GET (HEAD is often wrong)."""
-        async with self.open_range(url, 0, 0) as body:
+        async with self.open_range(url, 0, 0, client=next(self._next_probe_client)) as body:
             await body.drain()
             return body.info
 
@@ -203,6 +227,7 @@ class HttpClient:
         *,
         conditions: dict[str, str] | None = None,
         policy: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
     ) -> AsyncIterator[Body]:
         """Open ``bytes=start-end`` (inclusive end, open-ended when None), retrying transients.
 
@@ -222,14 +247,15 @@ class HttpClient:
             headers["If-Range"] = validator
         headers.update(conditions or {})
         backoff = Backoff(policy or self.policy)
+        client = client or self._client
         while True:
             retry_after: float | None = None
             try:
-                request = self._client.build_request("GET", url, headers=headers)
+                request = client.build_request("GET", url, headers=headers)
             except (ValueError, httpx.InvalidURL) as exc:  # incl. UnicodeEncodeError
                 raise OriginError(shown, f"cannot build the request: {_describe(exc)}") from None
             try:
-                response = await self._client.send(request, stream=True)
+                response = await client.send(request, stream=True)
             except _HTTPX_ERRORS as exc:
                 error = _translate(shown, exc)
                 if not error.transient:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import trio
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ...errors import OriginError, PlaylistError
 from ...net import Backoff, Fetched, HttpClient
@@ -29,7 +28,7 @@ from .playlist import AES_BLOCK, MAX_KEY_BYTES, MAX_PLAYLIST_BYTES, MAX_SEGMENT_
 MAX_WHOLE_SEGMENT = 64 * 1024 * 1024
 # Size probes run this many at a time: enough to learn a programme's sizes in a few round
 # trips, few enough to stay polite to one origin (browsers allow 6 per host over HTTP/1.1).
-PROBE_CONCURRENCY = 6
+PROBE_CONCURRENCY = 32
 
 
 class SegmentFetcher:
@@ -232,6 +231,9 @@ def _cipher_size(plain_size: int) -> int:
 
 
 def _decrypt(key: bytes, iv: bytes, cipher: bytes) -> bytes:
+    # Imported on first use: most programmes are not encrypted, and a mount starts sooner.
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
     return decryptor.update(cipher) + decryptor.finalize()
 
