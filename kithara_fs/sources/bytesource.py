@@ -8,7 +8,7 @@ say how the length is learnt (:meth:`ByteSource.ensure_info`) and how bytes are 
 (:meth:`ByteSource.download`).
 
 It must never speak FUSE or choose errnos, and never decide *when* or how much to download:
-the scheduler (``engine/scheduler.py``) owns the read-ahead window and the opening prefetch.
+the scheduler (``engine/scheduler.py``) owns the read-ahead window and how requests grow.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Open handles: opening a file's stream, closing it, and waking poll() waiters.
 
 Owns every open handle of the mount: the :class:`~kithara_fs.engine.stream.Stream` of a
-seekable file (after its size is known and its version checked, with the head and tail
-prefetched) or the :class:`~kithara_fs.engine.stream.SequentialStream` of a pipe-like file
+seekable file (after its size is known and its version checked; nothing is fetched until
+its first read) or the :class:`~kithara_fs.engine.stream.SequentialStream` of a pipe-like file
 (with its own feed, fetching in the background), which handles read each node (for status),
 and interrupting them all when the mount stops.
 
