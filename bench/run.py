@@ -366,6 +366,20 @@ def measure_curl(
 # -- the README section ----------------------------------------------------------------------
 
 
+def _curl_start_ms(results: dict[str, Any]) -> float | None:
+    """What starting curl adds to a ranged GET: its wall time less its own time_total."""
+    fs = results["links"].get("lan", {}).get("filesystems", {})
+    try:
+        return (median(fs["curl"]["ttfb_s"]) - median(fs["curl transfer"]["ttfb_s"])) * 1000
+    except (KeyError, ValueError):
+        return None
+
+
+def _curl_start_note(results: dict[str, Any]) -> str:
+    start = _curl_start_ms(results)
+    return f" (starting curl cost {start:.1f} ms here). " if start is not None else ". "
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     cond = results["conditions"]
@@ -398,7 +412,10 @@ def render(results: dict[str, Any]) -> str:
         f"bitrate), {cond['play_secs']:.0f} s played, {PLAYER_BUFFER_SECS:.0f} s buffer.",
         f"Medians of {cond['ttfb_reps']} (open + first 64 KiB), {cond['cold_reps']} (cold) "
         f"and {cond['warm_reps']} (cached) reads; {cond['seek_count']} random offsets. "
-        "curl starts one process per request, included in its times (0.6–1.5 ms here). "
+        "curl starts one process per request: the *curl* column includes that, *curl "
+        "transfer* is curl's own time_total"
+        + _curl_start_note(results)
+        + 
         "The passthrough serves the same files from local disk, hot in the page cache: "
         "the cost of FUSE through Python and nothing else. local disk: cold "
         + ("after dropping the page cache" if results["local"]["cold_dropped_caches"]
