@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mounts import KITHARA_FS, is_mounted
+from mounts import KITHARA_FS, unmount
 from shaped_origin import Shape, ShapedOrigin
 from workloads import READ_SIZE, ffmpeg_seek, median
 
@@ -134,19 +134,8 @@ class _Mount:
 
     def stop(self) -> None:
         try:
-            if is_mounted(self.mountpoint):
-                subprocess.run(["fusermount3", "-u", str(self.mountpoint)],
-                               capture_output=True, timeout=30)  # fmt: skip
-            if self.proc is not None:
-                try:
-                    self.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(10)
+            unmount(self.mountpoint, self.proc)
         finally:
-            if is_mounted(self.mountpoint):
-                subprocess.run(["fusermount3", "-uz", str(self.mountpoint)],
-                               capture_output=True, timeout=30)  # fmt: skip
             shutil.rmtree(self.dir, ignore_errors=True)
 
 

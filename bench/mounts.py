@@ -65,6 +65,32 @@ def is_mounted(path: Path) -> bool:
     return False
 
 
+def unmount(mountpoint: Path, proc: subprocess.Popen[bytes] | None) -> int | None:
+    """Unmount ``mountpoint`` and reap ``proc`` (the filesystem this bench started): a clean
+    unmount first, then SIGTERM/SIGKILL to that pid, and a lazy unmount if all else failed.
+    Returns the exit code, None if the process had to be killed."""
+    code: int | None = None
+    try:
+        if is_mounted(mountpoint):
+            subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True,
+                           timeout=30)  # fmt: skip
+        if proc is not None:
+            try:
+                code = proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+    finally:
+        if is_mounted(mountpoint):
+            subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True,
+                           timeout=30)  # fmt: skip
+    return code
+
+
 class Mount:
     """One filesystem mounted at ``mountpoint`` from the origin folder ``folder_url``.
 
@@ -144,33 +170,14 @@ class Mount:
 
     def stop(self) -> int | None:
         """Unmount and reap the process; returns its exit code (None if it had to be killed)."""
-        code: int | None = None
         try:
-            if is_mounted(self.mountpoint):
-                subprocess.run(
-                    ["fusermount3", "-u", str(self.mountpoint)], capture_output=True, timeout=30
-                )
-            if self.proc is not None:
-                try:
-                    code = self.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    self.proc.terminate()
-                    try:
-                        self.proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        self.proc.kill()
-                        self.proc.wait(10)
+            return unmount(self.mountpoint, self.proc)
         finally:
-            if is_mounted(self.mountpoint):
-                subprocess.run(
-                    ["fusermount3", "-uz", str(self.mountpoint)], capture_output=True, timeout=30
-                )
             log = self._log
             self._log = None
             if log is not None:
                 with contextlib.suppress(OSError):
                     log.close()  # type: ignore[attr-defined]
-        return code
 
     def log_tail(self, lines: int) -> list[str]:
         try:
