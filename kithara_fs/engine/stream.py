@@ -194,10 +194,6 @@ class Stream(Handle):
             return Eof(offset)
         end = min(offset + size, length)
         self._arrive(offset, end, length)
-        if not self.timeline.flushing:
-            data = source.read_cached(offset, end - offset)
-            if data is not None:
-                return self._served(offset, end, data)
         epoch = self.timeline.epoch
         # A read that may wait reports only failures of the downloads it waited for: one
         # from before (read-ahead that failed while nobody was reading) gets a fresh try.
