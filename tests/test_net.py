@@ -10,8 +10,7 @@ import pytest
 
 from kithara_fs.demo.origin import Origin
 from kithara_fs.errors import OriginError, RemoteChangedError
-from kithara_fs.net import HttpClient, ResourceInfo, RetryPolicy
-from kithara_fs.net.client import PROBE_POOLS
+from kithara_fs.net import HttpClient, ResourceInfo, RetryPolicy, lanes
 from kithara_fs.redact import redact_url
 
 DATA = random.Random(3).randbytes(500_000)
@@ -167,7 +166,7 @@ async def test_connections_are_reused_after_whole_answers(server: Origin) -> Non
     """A size probe's one byte, and a ranged body read to its end, leave their connection
     to the next request: 20 probes and 5 ranged reads in a row use one TCP connection (a new
     connection per request costs a TLS handshake on every probe of an https origin). Probes
-    take turns over their own few pools, so one connection per pool."""
+    have their own connections (lanes), so one for the probes and one for the reads."""
     url = server.url("/a.mp3")
     async with HttpClient() as http:
         info = await http.probe(url)
@@ -177,7 +176,7 @@ async def test_connections_are_reused_after_whole_answers(server: Origin) -> Non
             async with http.open_range(url, start, start + 999, info) as body:
                 assert b"".join([c async for c in body.chunks()]) == DATA[start : start + 1000]
     assert len(server.requests_for("/a.mp3")) == 25
-    assert server.connections_accepted == PROBE_POOLS + 1
+    assert server.connections_accepted == 2
 
 
 @pytest.mark.parametrize("pad", [150_000, 90_000])
@@ -213,3 +212,43 @@ async def test_socket_reads_are_large() -> None:
 
     async with HttpClient():
         assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES == SOCKET_READ_BYTES
+
+
+async def test_a_probe_on_a_lane_learns_what_the_full_client_learns(server: Origin) -> None:
+    """The fast path (a bare connection) and httpx's path agree on every field, and a
+    redirect, which lanes do not follow, still ends at the resource."""
+    server.faults("/moved.mp3").redirect_to = server.url("/a.mp3")
+    async with HttpClient() as http:
+        assert http._lanes is not None, "lanes are in use without a proxy or test transport"
+        fast = await http.probe(server.url("/a.mp3"))
+        followed = await http.probe(server.url("/moved.mp3"))
+        assert await http.probe(server.url("/moved.mp3")) == followed
+        async with http.open_range(server.url("/a.mp3"), 0, 0) as body:
+            await body.drain()
+            full = body.info
+        # Credentials in the URL go with the full client only.
+        user = server.url("/a.mp3").replace("http://", "http://user:secret@")
+        assert await http._lanes.probe(user) is None
+    assert fast == full == followed
+    assert [r.range for r in server.requests_for("/a.mp3")] == ["bytes=0-0"] * 4
+    # The lane's 302, then httpx's; the host redirected once, so then httpx's alone.
+    assert len(server.requests_for("/moved.mp3")) == 3
+
+
+async def test_a_failed_lane_probe_is_the_first_attempt(server: Origin) -> None:
+    """A 503 on the lane counts as the first of the policy's attempts: no extra request."""
+    server.faults("/a.mp3").fail_statuses = [503]
+    async with HttpClient(policy=FAST) as http:
+        info = await http.probe(server.url("/a.mp3"))
+    assert info.length == len(DATA)
+    assert [r.status for r in server.requests_for("/a.mp3")] == [503, 206]
+
+
+def test_lanes_are_not_used_behind_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    assert lanes.usable(None)
+    assert not lanes.usable(httpx.MockTransport(lambda request: httpx.Response(200)))
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert not lanes.usable(None)

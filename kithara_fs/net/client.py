@@ -10,7 +10,6 @@ has not judged, and never let an httpx exception out untranslated.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -22,6 +21,7 @@ import trio
 
 from ..errors import OriginError
 from ..redact import redact_url
+from . import lanes
 from .answers import (
     _HTTPX_ERRORS,
     _TRANSIENT_STATUSES,
@@ -54,9 +54,6 @@ OFFLINE_MEMORY = 60.0
 # maintainers chose 64 KiB from a similar curve (encode/httpcore#135). A read returns whatever
 # has arrived, so a slow link's first bytes are not held back. httpcore has no per-connection
 # setting for it; the class constant is public, and tests/test_net.py fails if it disappears.
-# Size probes: this many pools of this many connections (see HttpClient.__init__).
-PROBE_POOLS = 4
-PROBES_PER_POOL = 8
 SOCKET_READ_BYTES = 256 * 1024
 
 
@@ -100,15 +97,14 @@ class HttpClient:
             )
 
         self._client = client(limits)
-        # Size probes come in bursts (a folder's files, an HLS programme's segments) and go
-        # to pools of their own, a few requests each: httpcore's pool does work quadratic in
-        # the requests it holds (encode/httpcore#1035; pydantic/httpx2#1075 measured ~14
-        # assignment passes per request under a deep queue), which made a probe cost 2.6 ms
-        # of CPU with 32 in flight and 1.2 ms with 6.
-        per_pool = httpx.Limits(max_connections=PROBES_PER_POOL,
-                                max_keepalive_connections=PROBES_PER_POOL)  # fmt: skip
-        self._probe_clients = [client(per_pool) for _ in range(PROBE_POOLS)]
-        self._next_probe_client = itertools.cycle(self._probe_clients)
+        # Size probes come in bursts (a folder's files, an HLS programme's segments) and take
+        # lanes of their own (see lanes.py); anything but a clean answer is asked again here.
+        self._lanes = None
+        if tls is not None and lanes.usable(transport):
+            self._lanes = lanes.ProbeLanes(
+                tls, dict(self._client.headers),
+                {"connect": 10.0, "read": STALL_TIMEOUT, "write": 10.0, "pool": 30.0},
+            )  # fmt: skip
         # host -> when it last failed to answer (trio clock); cleared by any answer.
         self._unreachable: dict[str, float] = {}
 
@@ -130,12 +126,29 @@ class HttpClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for client in (self._client, *self._probe_clients):
-            await client.aclose()
+        await self._client.aclose()
+        if self._lanes is not None:
+            await self._lanes.aclose()
 
     async def probe(self, url: str) -> ResourceInfo:
         """Learn length and validators with a one-byte ranged GET (HEAD is often wrong)."""
-        async with self.open_range(url, 0, 0, client=next(self._next_probe_client)) as body:
+        backoff = Backoff(self.policy)
+        # Cookies an origin set (a CDN's token, say) go only with the full client's requests.
+        if self._lanes is not None and not self._client.cookies:
+            try:
+                info = await self._lanes.probe(url)
+            except lanes.Failure as failure:
+                if failure.answered:
+                    self._unreachable.pop(_host(url), None)
+                if not failure.error.transient:
+                    raise failure.error from None
+                # The first attempt, spent: the full client makes the others.
+                await backoff.pause(failure.error, failure.retry_after)
+            else:
+                if info is not None:
+                    self._unreachable.pop(_host(url), None)
+                    return info
+        async with self.open_range(url, 0, 0, backoff=backoff) as body:
             await body.drain()
             return body.info
 
@@ -227,14 +240,15 @@ class HttpClient:
         *,
         conditions: dict[str, str] | None = None,
         policy: RetryPolicy | None = None,
-        client: httpx.AsyncClient | None = None,
+        backoff: Backoff | None = None,
     ) -> AsyncIterator[Body]:
         """Open ``bytes=start-end`` (inclusive end, open-ended when None), retrying transients.
 
         A negative ``start`` asks for the last ``-start`` bytes (a suffix range).
 
         With ``expected``, the request carries If-Range and the answer is checked against
-        it: a different version raises :class:`RemoteChangedError`.
+        it: a different version raises :class:`RemoteChangedError`. ``backoff`` carries on a
+        count of attempts begun elsewhere (a size probe's first, made on its own lane).
 
         Raises:
             OriginError: permanent failure, or transient failures after all retries.
@@ -246,8 +260,8 @@ class HttpClient:
         if expected is not None and (validator := expected.if_range()):
             headers["If-Range"] = validator
         headers.update(conditions or {})
-        backoff = Backoff(policy or self.policy)
-        client = client or self._client
+        backoff = backoff or Backoff(policy or self.policy)
+        client = self._client
         while True:
             retry_after: float | None = None
             try:
