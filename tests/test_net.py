@@ -10,7 +10,7 @@ import pytest
 
 from kithara_fs.demo.origin import Origin
 from kithara_fs.errors import OriginError, RemoteChangedError
-from kithara_fs.net import HttpClient, ResourceInfo, RetryPolicy, lanes
+from kithara_fs.net import HttpClient, ResourceInfo, RetryPolicy, backend, lanes
 from kithara_fs.redact import redact_url
 
 DATA = random.Random(3).randbytes(500_000)
@@ -203,15 +203,29 @@ async def test_ordinary_headers_pass(server: Origin) -> None:
         assert (await http.probe(server.url("/a.mp3"))).length == len(DATA)
 
 
-async def test_socket_reads_are_large() -> None:
-    """The client sets httpcore's read size (net/client.py says why); if httpcore renames the
-    constant, this fails instead of downloads silently slowing to half speed."""
-    import httpcore
-
-    from kithara_fs.net.client import SOCKET_READ_BYTES
-
-    async with HttpClient():
-        assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES == SOCKET_READ_BYTES
+async def test_socket_reads_are_as_large_as_the_download_wants(server: Origin) -> None:
+    """The client's connections read what the download asks for (net/backend.py says why):
+    if httpx stops keeping its pool where backend.transport replaces it, or the stream is not
+    ours, this fails instead of downloads silently slowing down or holding memory."""
+    async with HttpClient() as http:
+        async with http.open_range(server.url("/a.mp3"), 0) as body:
+            stream = body._response.extensions["network_stream"]
+            assert isinstance(stream, backend.SizedStream)
+            assert stream.read_size == backend.DEFAULT_READ
+            body.want(10 * 1024 * 1024)
+            assert stream.read_size == backend.MAX_READ
+            got = b""
+            async for chunk in body.chunks():
+                assert len(chunk) <= backend.MAX_READ
+                got += chunk
+                body.want(1)
+                assert stream.read_size == backend.MIN_READ
+        assert got == DATA
+        # Kept alive, the connection serves the next body with the default size again.
+        async with http.open_range(server.url("/a.mp3"), 0, 99) as body:
+            assert body._response.extensions["network_stream"].read_size == backend.DEFAULT_READ
+            await body.drain()
+    assert server.connections_accepted == 1
 
 
 async def test_a_probe_on_a_lane_learns_what_the_full_client_learns(server: Origin) -> None:

@@ -6,7 +6,9 @@ exactly and instantly; the real-kernel versions of these checks are in test_moun
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from kithara_fs.engine.scheduler import Scheduler, window_bytes
 from kithara_fs.engine.stream import Bytes, Eof, Pending, PendingReason, Stream
 from kithara_fs.errors import OriginError, RemoteChangedError, SeekPastEndError
 from kithara_fs.net import HttpClient
+from kithara_fs.sources import progressive
 from kithara_fs.sources.progressive import HOLD_SECONDS, REVALIDATE_INTERVAL, ProgressiveSource
 
 from .fakes import FakeOrigin
@@ -248,6 +251,34 @@ async def test_a_download_at_its_target_holds_its_request_for_the_reader(
     far = rig.source.first_missing(offset)
     assert await stream.try_read(far, read, Deadline.after(30)) == Bytes(DATA[far : far + read])
     assert len(rig.origin.requests) == len(requested) + 2, rig.origin.requests
+
+
+async def test_a_download_does_not_wait_for_its_index_save(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index save first syncs the data file (in a thread), which after a second of a fast
+    download took ~0.3 s: the download, and the reader waiting on it, go on meanwhile. Here
+    the sync does not end until every byte has been read (real clock)."""
+    release = threading.Event()
+    armed: list[int] = []
+
+    def slow_fdatasync(fd: int) -> None:
+        if armed:
+            armed.append(fd)
+            release.wait(30)
+
+    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+    monkeypatch.setattr(progressive, "FLUSH_INTERVAL", 0.0)
+    stream = await rig.open()
+    armed.append(-1)
+    read = 128 * 1024
+    try:
+        for offset in range(0, len(DATA), read):
+            outcome = await stream.try_read(offset, read, Deadline.after(10))
+            assert outcome == Bytes(DATA[offset : offset + read]), offset
+        assert len(armed) > 1, "an index save started during the download"
+    finally:
+        release.set()
 
 
 async def test_random_reads_fetch_what_they_read(rig: Rig) -> None:

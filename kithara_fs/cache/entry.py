@@ -191,6 +191,9 @@ class CacheEntry:
                 self._dirty = True
                 log.warning("cache data %s not synced: %s", self.data_path, exc)
                 return
+            except BaseException:
+                self._dirty = True  # cancelled: the next flush records these ranges
+                raise
             if forgets != self._forgets:
                 self._dirty = True
                 return

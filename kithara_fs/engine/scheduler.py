@@ -24,6 +24,7 @@ cursor belongs to the readers that asked for it and dies with the last of them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -95,6 +96,10 @@ class Cursor:
     waiting: bool = False
     # Its reader reads on with its whole window: requests need no end of their own.
     open_ended: bool = False
+    # Where work beside the download runs (the mount's nursery).
+    nursery: trio.Nursery | None = None
+    # How far past its readers' reads it fetches (the largest reach among them), in bytes.
+    reach: int = 0
 
     @property
     def target(self) -> int:
@@ -120,6 +125,12 @@ class Cursor:
         # before the next request goes out.
         await trio.lowlevel.checkpoint_if_cancelled()
         return self._target > beyond
+
+    def beside(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` next to the download (an index save): not cancelled with it, and its
+        failure is logged, not spread."""
+        assert self.nursery is not None, "a cursor runs in the scheduler's nursery"
+        start_guarded(self.nursery, self.source.shown, work)
 
 
 @dataclass(eq=False)
@@ -260,6 +271,7 @@ class Scheduler:
         """Point ``cursor`` at least at ``target`` on the reader's behalf; once the reader's
         reach is its whole window, the cursor's requests are open-ended."""
         cursor.target = max(cursor.target, target)
+        cursor.reach = max(cursor.reach, self.reach(reader))
         if reader.reach >= min(OPEN_ENDED_REACH, window_bytes(reader.source)):
             cursor.open_ended = True
         self._attach(reader, cursor)
@@ -270,7 +282,8 @@ class Scheduler:
             cursor.owners.add(reader)
 
     def _start(self, source: ByteSource, start: int, target: int) -> Cursor:
-        cursor = Cursor(source=source, pos=start, _target=target, version=source.version)
+        cursor = Cursor(source=source, pos=start, _target=target, version=source.version,
+                        nursery=self._nursery)  # fmt: skip
         self._cursors.setdefault(source, []).append(cursor)
         start_guarded(self._nursery, source.shown, self._run, cursor)
         return cursor

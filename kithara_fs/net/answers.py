@@ -22,6 +22,7 @@ import trio
 
 from .. import headers
 from ..errors import OriginError, RemoteChangedError
+from . import backend
 
 # Status codes worth another try: the origin or a proxy is overloaded or restarting.
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -142,6 +143,12 @@ class Body:
         if limit is not None and received < limit:
             raise OriginError(self._url, f"body ended after {received} of {limit} bytes",
                               transient=True)  # fmt: skip
+
+    def want(self, size: int) -> None:
+        """The caller wants about ``size`` more bytes before it pauses: the connection reads
+        about that much at a time (backend.py: large reads while a reader waits far behind,
+        small ones just before a download waits for its reader)."""
+        backend.want(self._response, size)
 
     def _framed(self, limit: int) -> bool:
         """Whether the body is framed by a Content-Length of exactly ``limit`` bytes."""

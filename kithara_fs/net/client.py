@@ -15,13 +15,12 @@ from contextlib import asynccontextmanager
 from types import TracebackType
 from urllib.parse import urlsplit
 
-import httpcore
 import httpx
 import trio
 
 from ..errors import OriginError
 from ..redact import redact_url
-from . import lanes
+from . import backend, lanes
 from .answers import (
     _HTTPX_ERRORS,
     _TRANSIENT_STATUSES,
@@ -46,15 +45,6 @@ STALL_TIMEOUT = 5.0
 # A host that did not answer a revalidation is taken to be offline for this long: opens of
 # cached files from it do not ask again (and so do not wait) until then.
 OFFLINE_MEMORY = 60.0
-# How much httpcore asks the socket for per read (its default is 64 KiB). On a fast link the
-# per-read cost in httpcore and h11 is what limits a download: streaming 106 MB over loopback
-# took 268 ms of CPU with 64 KiB reads, 183 ms with 256 KiB and 111 ms with 512 KiB. 512 KiB
-# costs memory, though: each connection's h11 buffer keeps the capacity of its largest read,
-# and 50 streams playing at once peaked at 98 MiB RSS instead of 72 MiB. httpcore's
-# maintainers chose 64 KiB from a similar curve (encode/httpcore#135). A read returns whatever
-# has arrived, so a slow link's first bytes are not held back. httpcore has no per-connection
-# setting for it; the class constant is public, and tests/test_net.py fails if it disappears.
-SOCKET_READ_BYTES = 256 * 1024
 
 
 class HttpClient:
@@ -72,7 +62,6 @@ class HttpClient:
         max_connections: int = 32,
     ) -> None:
         self.policy = policy or RetryPolicy()
-        httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
         # Per-phase socket timeouts only; the user-facing budget is the read deadline, which
         # the caller enforces with a cancel scope around the whole wait.
         timeout = httpx.Timeout(connect=10.0, read=STALL_TIMEOUT, write=10.0, pool=30.0)
@@ -91,7 +80,8 @@ class HttpClient:
                 limits=limits,
                 follow_redirects=True,
                 max_redirects=MAX_REDIRECTS,
-                transport=transport,
+                # Sockets whose read size the download picks (backend.py says why).
+                transport=transport if tls is None else backend.transport(tls, limits),
                 verify=tls if tls is not None else True,
                 headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             )
@@ -285,6 +275,8 @@ class HttpClient:
                     error = exc
                     retry_after = _retry_after(response)
                 else:
+                    # A kept-alive connection still has the read size of its last download.
+                    body.want(backend.DEFAULT_READ)
                     try:
                         yield body
                     finally:

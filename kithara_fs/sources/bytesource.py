@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -55,9 +56,14 @@ class DownloadCursor(Protocol):
     target: int
     # The reader reads on with its whole read-ahead window: requests may be open-ended.
     open_ended: bool
+    # How far past its readers' reads the download fetches (their read-ahead now), in bytes.
+    reach: int
 
     async def wait_for_target(self, beyond: int, patience: float) -> bool:
         """Wait up to ``patience`` seconds for ``target`` to pass ``beyond``; True if it did."""
+
+    def beside(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` in a task of its own next to the download, which does not wait for it."""
         ...
 
 
@@ -95,6 +101,7 @@ class ByteSource(abc.ABC):
         self.probe_started: float | None = None
         self._probe_failed_at: float | None = None
         self._received: deque[tuple[float, int]] = deque()
+        self._flushing_behind = False
 
     # -- what subclasses provide ---------------------------------------------------------
 
@@ -189,6 +196,23 @@ class ByteSource(abc.ABC):
     async def flush(self) -> None:
         """Persist what the cache holds of this source (the index row)."""
         await self.entry.flush()
+
+    def flush_behind(self, cursor: DownloadCursor) -> None:
+        """Persist the index row beside the running download (unless a flush is at it).
+
+        A download must not wait for it: the fdatasync before the row is written took
+        ~0.3 s after a second of a LAN download here, and a reader waiting on the download
+        waited as long (cold reads ran at 150 MB/s with the flush inline, 180 without).
+        """
+        if not self._flushing_behind:
+            self._flushing_behind = True
+            cursor.beside(self._flush_behind)
+
+    async def _flush_behind(self) -> None:
+        try:
+            await self.entry.flush()
+        finally:
+            self._flushing_behind = False
 
     # -- use: open handles and pins ------------------------------------------------------
 

@@ -203,17 +203,22 @@ class ProgressiveSource(ByteSource):
                     if body.start != start:
                         info = self._note_ranges_ignored(info)
                     offset = body.start
+                    # Socket reads as large as the reader's read-ahead (64 KiB to 1 MiB): few
+                    # per-read costs for a fast reader with a large window, small chunks held
+                    # while a slow stream waits for its reader (net/backend.py).
+                    body.want(cursor.reach)
                     try:
                         async for chunk in body.chunks():
                             if version != self.version:
                                 return
                             offset = self._keep(offset, chunk, cursor)
+                            body.want(cursor.reach)
                             unflushed += len(chunk)
                             backoff.reset()
                             if (unflushed >= FLUSH_EVERY
                                     and trio.current_time() - flushed_at >= FLUSH_INTERVAL):
                                 unflushed, flushed_at = 0, trio.current_time()  # fmt: skip
-                                await self.entry.flush()
+                                self.flush_behind(cursor)
                             if offset > last:
                                 break
                             # At the target, wait a while for a reader to move it on rather

@@ -164,4 +164,4 @@ class HlsVariantSource(ByteSource):
                 continue
             if unflushed >= FLUSH_EVERY:
                 unflushed = 0
-                await self.entry.flush()
+                self.flush_behind(cursor)
