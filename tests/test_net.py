@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
+import trio
 
 from kithara_fs.demo.origin import Origin
 from kithara_fs.errors import OriginError, RemoteChangedError
@@ -266,3 +268,42 @@ def test_lanes_are_not_used_behind_a_proxy(monkeypatch: pytest.MonkeyPatch) -> N
     assert not lanes.usable(httpx.MockTransport(lambda request: httpx.Response(200)))
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     assert not lanes.usable(None)
+
+
+async def test_a_cookie_an_origin_sets_on_a_probe_is_kept(server: Origin) -> None:
+    """A CDN may set a token on its first answer and want it back: a lane does not keep
+    cookies, so such an answer is asked again through httpx, whose jar keeps it, and the
+    client's later probes go through httpx (with the cookie) too."""
+    server.faults("/a.mp3").set_cookie = "token=abc; Path=/"
+    async with HttpClient() as http:
+        assert (await http.probe(server.url("/a.mp3"))).length == len(DATA)
+        assert http._client.cookies.get("token") == "abc"
+        await http.probe(server.url("/a.mp3"))
+    assert len(server.requests_for("/a.mp3")) == 3, "the lane's answer, then httpx's twice"
+
+
+def test_a_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our own transport would make httpx ignore HTTPS_PROXY: behind a proxy the client keeps
+    httpx's own transports (and its proxy mounts), and no lanes."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    http = HttpClient()
+    assert http._client._mounts, "httpx mounted the proxy from the environment"
+    assert http._lanes is None
+
+
+async def test_a_slow_origin_does_not_hold_other_probes(server: Origin) -> None:
+    """Every lane held by an origin that does not answer: another probe waits a second for
+    a lane, then asks through httpx (well before the stalled lane gives up)."""
+    server.add("/b.mp3", DATA)
+    release = threading.Event()
+    server.faults("/b.mp3").stall = release
+    async with HttpClient() as http, trio.open_nursery() as nursery:
+        assert http._lanes is not None
+        http._lanes._limit = trio.CapacityLimiter(1)  # one lane, held by the stalled probe
+        nursery.start_soon(http.probe, server.url("/b.mp3"))
+        await trio.sleep(0.2)
+        try:
+            with trio.fail_after(lanes.PROBE_SECONDS / 2):
+                assert (await http.probe(server.url("/a.mp3"))).length == len(DATA)
+        finally:
+            release.set()

@@ -4,8 +4,9 @@ Owns connection limits, retries with exponential backoff and full jitter, Range 
 requests, validation of what the origin answered (status, Content-Range, validators,
 Content-Encoding), and the translation of every httpx exception into our own
 :class:`~kithara_fs.errors.OriginError` family at the point where it enters. It is split in
-three: ``retry`` paces the attempts, ``answers`` judges what came back, ``client`` sends the
-requests.
+five: ``retry`` paces the attempts, ``answers`` judges what came back, ``client`` sends the
+requests, ``backend`` gives httpcore sockets whose read size a download picks, and ``lanes``
+runs bursts of size probes on bare httpcore connections.
 
 It must never decide what to download or cache, and never return a byte whose position in
 the resource it has not checked.

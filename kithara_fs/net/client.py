@@ -73,6 +73,9 @@ class HttpClient:
         )
         # One TLS context for every pool: loading the CA bundle takes ~40 ms each time.
         tls = None if transport is not None else httpx.create_ssl_context()
+        # Our own sockets and probe lanes only where httpx would connect directly: given a
+        # transport, httpx ignores the proxy environment variables, and lanes know no proxy.
+        direct = tls is not None and lanes.usable(transport)
 
         def client(limits: httpx.Limits) -> httpx.AsyncClient:
             return httpx.AsyncClient(
@@ -81,7 +84,7 @@ class HttpClient:
                 follow_redirects=True,
                 max_redirects=MAX_REDIRECTS,
                 # Sockets whose read size the download picks (backend.py says why).
-                transport=transport if tls is None else backend.transport(tls, limits),
+                transport=backend.transport(tls, limits) if direct and tls else transport,
                 verify=tls if tls is not None else True,
                 headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             )
@@ -90,7 +93,7 @@ class HttpClient:
         # Size probes come in bursts (a folder's files, an HLS programme's segments) and take
         # lanes of their own (see lanes.py); anything but a clean answer is asked again here.
         self._lanes = None
-        if tls is not None and lanes.usable(transport):
+        if direct and tls is not None:
             self._lanes = lanes.ProbeLanes(
                 tls, dict(self._client.headers),
                 {"connect": 10.0, "read": STALL_TIMEOUT, "write": 10.0, "pool": 30.0},
@@ -116,9 +119,11 @@ class HttpClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._client.aclose()
-        if self._lanes is not None:
-            await self._lanes.aclose()
+        try:
+            await self._client.aclose()
+        finally:
+            if self._lanes is not None:
+                await self._lanes.aclose()
 
     async def probe(self, url: str) -> ResourceInfo:
         """Learn length and validators with a one-byte ranged GET (HEAD is often wrong)."""
@@ -275,11 +280,12 @@ class HttpClient:
                     error = exc
                     retry_after = _retry_after(response)
                 else:
-                    # A kept-alive connection still has the read size of its last download.
-                    body.want(backend.DEFAULT_READ)
                     try:
                         yield body
                     finally:
+                        # Back to the default before the connection serves anything else
+                        # (the next answer's headers, a playlist), kept alive or not.
+                        body.want(backend.DEFAULT_READ)
                         await response.aclose()
                     return
             await backoff.pause(error, retry_after)

@@ -16,8 +16,10 @@ It must never follow a redirect, retry, or wait out a failure: a redirect return
 the caller asks again through the full client, which follows it (and the host's later probes
 go there directly); any failure is raised as a :class:`Failure` holding the error the full
 client would have made of it, and the caller counts it as its first attempt. It sends no
-credentials and no cookies: a URL with a user name, or a client holding cookies, is the full
-client's (see ``HttpClient.probe``). It is not used behind a proxy.
+credentials and no cookies: a URL with a user name, a client holding cookies (see
+``HttpClient.probe``) or an answer that sets one is the full client's. A probe waits at
+most a second for a free lane and gets ten seconds for its exchange, so a slow origin cannot
+hold the others' probes. It is not used behind a proxy.
 """
 
 from __future__ import annotations
@@ -37,6 +39,18 @@ from .answers import DRAIN_LIMIT, DRAIN_SECONDS, ResourceInfo, _describe, _inter
 LANES = 32
 # An idle connection is reused for this long (httpx's own default keep-alive expiry).
 KEEPALIVE_SECONDS = 5.0
+# A probe waits this long for a free lane, then goes to the full client: one slow origin
+# holding every lane must not hold every other origin's probes too.
+WAIT_FOR_LANE = 1.0
+# A lane probe's whole exchange gets this long; an origin slower than that (headers a byte
+# at a time, say) is a transient failure, retried by the full client.
+PROBE_SECONDS = 10.0
+# Statuses httpx follows (with a Location); any other 3xx is judged like any answer.
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# At most this many hosts are remembered as redirecting (then the memory starts again).
+MAX_REDIRECTING = 1024
+# (scheme, host, port): httpcore.Origin is unhashable.
+_Key = tuple[bytes, bytes, int]
 # What a failed exchange raises below httpx (httpx itself maps these to its own classes).
 _EXCHANGE_ERRORS = (
     httpcore.TimeoutException,
@@ -83,15 +97,16 @@ class ProbeLanes:
         self._timeouts = timeouts
         self._limit = trio.CapacityLimiter(lanes)
         self._lanes = lanes
-        # (scheme, host, port) -> idle connections, oldest first (httpcore.Origin is unhashable)
-        self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTPConnection]] = {}
+        # idle connections per origin, oldest first
+        self._idle: dict[_Key, list[httpcore.AsyncHTTPConnection]] = {}
         self._idle_count = 0
         # Origins that answered a probe with a redirect: their probes go to the full client.
-        self._redirecting: set[tuple[bytes, bytes, int]] = set()
+        self._redirecting: set[_Key] = set()
 
     async def probe(self, url: str) -> ResourceInfo | None:
         """The length and validators of ``url``, or None when the full client must ask
-        (a redirect, a host that redirects, or a URL these connections do not take).
+        (a redirect, a host that redirects, a cookie, every lane busy, or a URL these
+        connections do not take).
 
         Raises:
             Failure: the probe failed, for a reason the full client would also give.
@@ -102,53 +117,77 @@ class ProbeLanes:
             return None
         if target.scheme not in ("http", "https") or not target.host or target.userinfo:
             return None
-        port = target.port or (443 if target.scheme == "https" else 80)
-        if (target.raw_scheme, target.raw_host, port) in self._redirecting:
+        port = target.port if target.port is not None else (
+            443 if target.scheme == "https" else 80)  # fmt: skip
+        key = (target.raw_scheme, target.raw_host, port)
+        if key in self._redirecting:
             return None
-        origin = httpcore.Origin(target.raw_scheme, target.raw_host, port)
-        async with self._limit:
-            connection = self._take(origin)
-            try:
-                info = await self._ask(connection, origin, target, url)
-            except _EXCHANGE_ERRORS as exc:
-                error = OriginError(redact_url(url), _describe(exc), transient=True)
-                raise Failure(error, None, answered=False) from exc
-            finally:
-                spare: httpcore.AsyncHTTPConnection | None = connection
-                if connection.is_idle() and not connection.has_expired():
-                    spare = self._give_back(origin, connection)
-                if spare is not None:
-                    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                        await spare.aclose()
-            return info
+        with trio.move_on_after(WAIT_FOR_LANE) as waited:
+            await self._limit.acquire()
+        if waited.cancelled_caught:
+            return None  # every lane busy (a slow origin, say): the full client's pool asks
+        try:
+            return await self._probe(key, target, url)
+        finally:
+            self._limit.release()
 
     async def aclose(self) -> None:
         idle = [c for connections in self._idle.values() for c in connections]
         self._idle.clear()
         self._idle_count = 0
-        for connection in idle:
-            await connection.aclose()
+        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+            for connection in idle:
+                await connection.aclose()
+
+    async def _probe(self, key: _Key, target: httpx.URL, url: str) -> ResourceInfo | None:
+        connection, stale = self._take(key)
+        try:
+            with trio.move_on_after(PROBE_SECONDS) as timed:
+                info = await self._ask(connection, key, target, url)
+            if timed.cancelled_caught:
+                error = OriginError(redact_url(url), f"no answer within {PROBE_SECONDS:.0f} s",
+                                    transient=True)  # fmt: skip
+                raise Failure(error, None, answered=False)
+            return info
+        except _EXCHANGE_ERRORS as exc:
+            error = OriginError(redact_url(url), _describe(exc), transient=True)
+            raise Failure(error, None, answered=False) from exc
+        finally:
+            if connection.is_idle() and not connection.has_expired():
+                spare = self._give_back(key, connection)
+                if spare is not None:
+                    stale.append(spare)
+            else:
+                stale.append(connection)
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                for old in stale:
+                    await old.aclose()
 
     async def _ask(
         self,
         connection: httpcore.AsyncHTTPConnection,
-        origin: httpcore.Origin,
+        key: _Key,
         target: httpx.URL,
         url: str,
     ) -> ResourceInfo | None:
+        scheme, host, port = key
         request = httpcore.Request(
             b"GET",
-            httpcore.URL(scheme=origin.scheme, host=origin.host, port=origin.port,
-                         target=target.raw_path),
+            httpcore.URL(scheme=scheme, host=host, port=port, target=target.raw_path),
             headers=[(b"Host", target.netloc), (b"Range", b"bytes=0-0"), *self._headers],
             extensions={"timeout": self._timeouts},
         )  # fmt: skip
         response = await connection.handle_async_request(request)
         try:
-            if 300 <= response.status < 400:
+            names = {name.lower() for name, _ in response.headers}
+            if response.status in _REDIRECTS and b"location" in names:
                 # The full client follows redirects; this host's next probes go there directly.
-                self._redirecting.add((origin.scheme, origin.host, origin.port))
+                if len(self._redirecting) >= MAX_REDIRECTING:
+                    self._redirecting.clear()
+                self._redirecting.add(key)
                 return None
+            if b"set-cookie" in names:
+                return None  # the full client asks again and keeps the cookie for later
             # Judged as an httpx answer: the very rules the full client applies.
             # (An empty stream of its own: the Response need not read one.)
             answer = httpx.Response(response.status, headers=response.headers,
@@ -170,24 +209,32 @@ class ProbeLanes:
         finally:
             await response.aclose()
 
-    def _take(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
-        idle = self._idle.get((origin.scheme, origin.host, origin.port))
+    def _take(
+        self, key: _Key
+    ) -> tuple[httpcore.AsyncHTTPConnection, list[httpcore.AsyncHTTPConnection]]:
+        """An idle connection to ``key``'s origin (or a new one), and the expired ones met
+        on the way, to be closed."""
+        stale: list[httpcore.AsyncHTTPConnection] = []
+        idle = self._idle.get(key, [])
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
             if connection.is_idle() and not connection.has_expired():
-                return connection
-            # Closed by the origin meanwhile: dropping it closes its socket.
-        return httpcore.AsyncHTTPConnection(
-            origin, ssl_context=self._tls, keepalive_expiry=KEEPALIVE_SECONDS
-        )
+                break
+            stale.append(connection)  # closed by the origin meanwhile
+        else:
+            connection = httpcore.AsyncHTTPConnection(
+                httpcore.Origin(*key), ssl_context=self._tls, keepalive_expiry=KEEPALIVE_SECONDS
+            )
+        if not idle:
+            self._idle.pop(key, None)
+        return connection, stale
 
     def _give_back(
-        self, origin: httpcore.Origin, connection: httpcore.AsyncHTTPConnection
+        self, key: _Key, connection: httpcore.AsyncHTTPConnection
     ) -> httpcore.AsyncHTTPConnection | None:
-        """Keep ``connection`` for the next probe of ``origin``; returns the one to close
+        """Keep ``connection`` for the next probe of its origin; returns the one to close
         when that leaves more idle connections than lanes (another origin's first)."""
-        key = (origin.scheme, origin.host, origin.port)
         self._idle.setdefault(key, []).append(connection)
         self._idle_count += 1
         if self._idle_count <= self._lanes:

@@ -112,6 +112,8 @@ class Faults:
     gzip: bool = False
     # One X-Padding header of this many bytes on every answer for the path, HEAD included.
     huge_header_bytes: int = 0
+    # A Set-Cookie header (this value) on every answer for the path, as a CDN's token.
+    set_cookie: str | None = None
     # The body of 416 answers (sent as text/html), e.g. an error page; empty sends none.
     unsatisfiable_body: bytes = b""
     # Every 200 and 206 answer, HEAD included, carries a new ETag and a Last-Modified one

@@ -166,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _end_headers(self, plan: _Plan) -> None:
         if plan.padding > 0:
             self.send_header("X-Padding", "x" * plan.padding)
+        if plan.cookie is not None:
+            self.send_header("Set-Cookie", plan.cookie)
         self.end_headers()
 
     def _write(self, entry: _Entry, data: bytes) -> None:

@@ -52,6 +52,7 @@ class _Plan:
     body_type: str | None = "text/plain"
     headers: list[tuple[str, str]] = field(default_factory=list)
     padding: int = 0
+    cookie: str | None = None
     header_stall: float = 0.0
     # The content bytes to send: `length` of them from `start`, before any gzip.
     start: int = 0
@@ -99,6 +100,7 @@ def plan_request(
         if faults.huge_header_bytes > 0:
             plan.padding = faults.huge_header_bytes
             plan.names.append("huge_header")
+        plan.cookie = faults.set_cookie
         if not head and faults.header_stall_count > 0:
             faults.header_stall_count -= 1
             plan.header_stall = faults.header_stall_seconds
