@@ -287,6 +287,10 @@ def measure_fs(
         if link != "lan":
             return
         say(f"{mount.name}/{link}: cached re-reads, 1 + {plan.warm_reps}")
+        # The cold reads just wrote ~400 MB into this filesystem's cache: write it out first,
+        # for every filesystem alike, so its write-back does not share the CPUs with the
+        # re-reads (it moved kithara_fs's figure by a third from run to run here).
+        os.sync()
         if not local_files:
             out["reread_bps"] = sequential_read(mount.path("seq1.wav"), size, quiet)
         # Each re-read is paired with a read of the same bytes from local disk right after

@@ -335,7 +335,13 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     @boundary
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        value = self._xattrs(self._node(inode)).get(name)
+        node = self._node(inode)
+        if name not in _XATTRS:
+            # `ls -l` asks every file for security.selinux and system.posix_acl_access: a name
+            # we never serve is answered without building the file's status (a third of the
+            # daemon's work in an `ls -lR`).
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        value = self._xattrs(node).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
