@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 from .sources import kinds
 from .sources.base import Kind
+from .units import parse_size, user_agent_value
 
 # Players block in read() while bytes download. Thirty seconds rides out a slow origin or a
 # congested link without a player ever seeing EAGAIN, yet still ends a read on a dead origin
@@ -40,7 +41,6 @@ SUPPORTED_SCHEMES = ("http", "https")
 # Names the mount generates itself: a playlist in every folder, its status folder at the root.
 PLAYLIST_NAME = "index.m3u8"
 CONTROL_DIR = ".kithara"
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 # No timeout or read-ahead may exceed a day: a larger value is a typo, and an infinite or NaN
 # one would make every read wait forever or fail (NaN compares false with everything).
 MAX_SECONDS = 86400.0
@@ -97,6 +97,7 @@ class Settings:
         readahead_seconds: seconds of audio downloaded ahead of a sequential reader.
         mountpoint: where to mount when the command line names no mount point.
         streams: the streams, in file order.
+        user_agent: the User-Agent of every request (None: kithara_fs's own).
     """
 
     source: str
@@ -107,11 +108,13 @@ class Settings:
     readahead_seconds: float
     mountpoint: Path | None
     streams: tuple[StreamConfig, ...]
+    user_agent: str | None = None
 
 
-_TOP_KEYS = {"cache", "mount", "stream"}
+_TOP_KEYS = {"cache", "mount", "network", "stream"}
 _CACHE_KEYS = {"dir", "max_size"}
 _MOUNT_KEYS = {"read_timeout", "metadata_timeout", "readahead_seconds", "mountpoint"}
+_NETWORK_KEYS = {"user_agent"}
 _STREAM_KEYS = {"path", "url", "pin", "readahead_seconds", "kind"}
 
 
@@ -143,6 +146,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
     _reject_unknown(cache, _CACHE_KEYS, source, "[cache] ")
     mount = _table(data, "mount", source)
     _reject_unknown(mount, _MOUNT_KEYS, source, "[mount] ")
+    network = _table(data, "network", source)
+    _reject_unknown(network, _NETWORK_KEYS, source, "[network] ")
+    user_agent = None
+    if "user_agent" in network:
+        user_agent = user_agent_value(network["user_agent"], f"{source}: [network] ")
 
     cache_dir = default_cache_dir()
     if "dir" in cache:
@@ -150,7 +158,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
         if not isinstance(raw, str) or not raw:
             raise ConfigError(f"{source}: [cache] dir: must be a non-empty string")
         cache_dir = Path(os.path.expanduser(raw))
-    max_size = _size(cache.get("max_size", DEFAULT_MAX_SIZE), f"{source}: [cache] max_size")
+    max_size = parse_size(cache.get("max_size", DEFAULT_MAX_SIZE), f"{source}: [cache] max_size",
+                          MAX_CACHE_SIZE)  # fmt: skip
 
     read_timeout = _positive_number(mount, "read_timeout", DEFAULT_READ_TIMEOUT, source)
     metadata_timeout = _positive_number(
@@ -181,6 +190,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
         readahead_seconds=readahead_seconds,
         mountpoint=mountpoint,
         streams=streams,
+        user_agent=user_agent,
     )
 
 
@@ -273,25 +283,6 @@ def _kind(name: str) -> Kind:
     kind = kinds.find(name)
     assert kind is not None, name
     return kind
-
-
-def _size(value: Any, where: str) -> int:
-    """Bytes from an integer or a string with a binary unit: 500M, 2G, 1.5T."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_CACHE_SIZE:
-        return value
-    if isinstance(value, str) and len(value) <= 64:
-        text = value.strip().upper().removesuffix("IB").removesuffix("B")
-        unit = text[-1:] if text[-1:] in _SIZE_UNITS else ""
-        number = text[: len(text) - len(unit)].strip()
-        try:
-            scaled = float(number) * _SIZE_UNITS[unit]
-        except ValueError:
-            scaled = 0.0
-        # NaN and infinity fail this test too, before int() could raise on them.
-        if 1 <= scaled <= MAX_CACHE_SIZE:
-            return int(scaled)
-    raise ConfigError(f"{where}: must be a positive size such as 2G or 500M (at most 1024T), "
-                      f"not {value!r}")  # fmt: skip
 
 
 def _parse_path(raw: str, where: str) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ from .fuse.session import (
     serve,
     terminate,
 )
-from .net import HttpClient
+from .net import USER_AGENT, HttpClient
 from .notify import notify, watchdog_interval
 from .tasks import start_guarded
 from .tree import STATUS_FILE, Registry
@@ -92,7 +92,9 @@ async def _serve(
         raise MountError(str(exc)) from None
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(store.close)
-        http = await stack.enter_async_context(HttpClient())
+        http = await stack.enter_async_context(
+            HttpClient(user_agent=settings.user_agent or USER_AGENT)
+        )
         # Unwound once the nursery is done: whatever ended the mount, the index records what
         # was downloaded.
         stack.push_async_callback(_flush_shielded, store)
@@ -151,6 +153,8 @@ def _reload(registry: Registry, store: CacheStore) -> None:
         return
     if settings.cache_dir != registry.settings.cache_dir:
         log.warning("reload: a new cache folder takes effect at the next mount")
+    if settings.user_agent != registry.settings.user_agent:
+        log.warning("reload: a new [network] user_agent takes effect at the next mount")
     store.max_size = settings.max_size
     change = registry.reload(settings)
     forget_entries(change.removed)

@@ -3,8 +3,9 @@
 Owns finding this machine's kithara-fs mounts (``/proc/mounts``, file system type
 ``fuse.kithara``), reading each one's ``.kithara/status.json``, and showing one row per
 stream: path, state, cached bytes of total with a progress bar, download rate, seconds of
-audio buffered ahead of the reader, and the last error. On a terminal it draws a table with
-rich (colour, live refresh with ``--watch``); anywhere else it prints plain text.
+audio buffered ahead of the reader, what a station plays now, and the last error. On a
+terminal it draws a table with rich (colour, live refresh with ``--watch``); anywhere else
+it prints plain text.
 
 It must never need the config file or talk to the daemon other than through the mount.
 """
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 STATUS_PATH = (".kithara", "status.json")
-_COLUMNS = ("PATH", "STATE", "CACHED / TOTAL", "PROGRESS", "RATE", "AHEAD", "ERROR")
+_COLUMNS = ("PATH", "STATE", "CACHED / TOTAL", "PROGRESS", "RATE", "AHEAD", "PLAYING", "ERROR")
 _STATE_STYLE = {"downloading": "cyan", "cached": "green", "error": "red", "idle": "dim"}
 
 
@@ -81,6 +82,8 @@ def rows(status: dict[str, Any]) -> Iterator[tuple[str, ...]]:
             f"[{bar(fraction)}] {fraction:4.0%}",
             f"{human_bytes(stream['download_rate'])}/s" if stream["download_rate"] else "-",
             f"{ahead:.0f} s" if ahead is not None else "-",
+            # A station's current title (absent from an older daemon's status).
+            stream.get("title") or "-",
             stream["error"] or "-",
         )
 

@@ -81,6 +81,7 @@ def mount(
         *,
         cache_dir: Path | None = None,
         cache: dict[str, Any] | None = None,
+        network: dict[str, Any] | None = None,
         name: str = "mnt",
         env: dict[str, str] | None = None,
         mountpoint: Path | None = None,
@@ -88,7 +89,8 @@ def mount(
         **opts: object,
     ) -> Mount:
         folder = cache_dir or tmp_path / "cache"
-        config = write_config(tmp_path / f"{name}.toml", streams, folder, cache, **opts)
+        config = write_config(tmp_path / f"{name}.toml", streams, folder, cache, network,
+                              **opts)  # fmt: skip
         m = Mount(config, mountpoint or tmp_path / name, tmp_path / f"{name}.log", env,
                   command)  # fmt: skip
         mounts.append(m)

@@ -40,11 +40,14 @@ def write_config(
     streams: dict[str, str | dict[str, Any]],
     cache_dir: Path,
     cache: dict[str, Any] | None = None,
+    network: dict[str, Any] | None = None,
     **mount: Any,
 ) -> Path:
     """A TOML config; a stream is a URL or a table such as ``{"url": ..., "pin": True}``."""
     lines = [f'[cache]\ndir = "{cache_dir}"\n' + "".join(
         f"{k} = {_toml(v)}\n" for k, v in (cache or {}).items())]  # fmt: skip
+    if network:
+        lines.append("[network]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in network.items()))
     if mount:
         lines.append("[mount]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in mount.items()))
     for rel, stream in streams.items():

@@ -55,12 +55,18 @@ def test_status_plain_text() -> None:
         "pid": 7, "config": "c.toml", "summary": "1 streams, 1 downloading",
         "streams": [{"path": "a.mp3", "state": "downloading", "size": 2 * 1024 * 1024,
                      "cached_bytes": 1024 * 1024, "download_rate": 2048,
-                     "buffered_seconds": 12.0, "error": None}],
+                     "buffered_seconds": 12.0, "error": None},
+                    {"path": "fm.mp3", "state": "streaming", "size": None, "cached_bytes": 0,
+                     "download_rate": 0, "buffered_seconds": None, "error": None,
+                     "title": "Björk - Jóga"}],
     }  # fmt: skip
     lines = plain("/m", status).splitlines()
     assert lines[0] == "/m (pid 7, c.toml): 1 streams, 1 downloading"
+    assert lines[1].split()[-2:] == ["PLAYING", "ERROR"]
     assert lines[2].split() == ["a.mp3", "downloading", "1.0", "MiB", "/", "2.0", "MiB",
-                                "[#####.....]", "50%", "2.0", "KiB/s", "12", "s", "-"]  # fmt: skip
+                                "[#####.....]", "50%", "2.0", "KiB/s", "12", "s", "-",
+                                "-"]  # fmt: skip
+    assert lines[3].split()[-4:] == ["Björk", "-", "Jóga", "-"]
 
 
 def test_kithara_mounts_reads_the_mount_table(tmp_path: Path) -> None:

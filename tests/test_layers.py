@@ -20,7 +20,7 @@ from kithara_fs.sources import kinds
 PACKAGE = Path(__file__).resolve().parent.parent / "kithara_fs"
 # Top to bottom; a module may import only modules listed before it (and its own layer).
 ORDER = [
-    "redact", "errors", "ranges", "headers", "bitrate", "budget", "tasks", "notify", "net",
+    "redact", "errors", "units", "ranges", "headers", "bitrate", "budget", "tasks", "notify", "net",
     "cache", "sources", "config", "engine", "tree", "procfd", "fuse", "statusview", "daemon",
     "mount", "cli",
 ]  # fmt: skip

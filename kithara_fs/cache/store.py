@@ -1,12 +1,13 @@
 """The cache directory: layout, the index, one entry per URL, and eviction.
 
 Owns the on-disk layout (``<dir>/v2/index.sqlite3`` and ``<dir>/v2/data/<key[:2]>/<key>.data``,
-the key being the SHA-256 of the URL; the layout version is part of the path, so a future
-layout never misreads this one), the exclusive lock that keeps a second mount off the same
-directory, and the size bound: when the cached bytes exceed ``max_size``, whole resources
-are evicted, least recently used first, skipping pinned ones and any that a handle has open.
-Eviction runs in its own task (:meth:`CacheStore.run_evictions`), woken whenever an entry
-saves its row, so a failure there never surfaces inside a read or a download.
+the key being the SHA-256 of the URL, and ``<dir>/v2/rings/`` for stations' unlinked rings; the
+layout version is part of the path, so a future layout never misreads this one), the exclusive
+lock that keeps a second mount off the same directory, and the size bound: when the cached
+bytes exceed ``max_size``, whole resources are evicted, least recently used first, skipping
+pinned ones and any that a handle has open. Eviction runs in its own task
+(:meth:`CacheStore.run_evictions`), woken whenever an entry saves its row, so a failure there
+never surfaces inside a read or a download.
 
 It must never fetch anything, and never evict bytes from under an open reader.
 """
@@ -27,6 +28,7 @@ from ..errors import CacheError
 from .entry import CacheEntry
 from .files import open_private, private_folder
 from .index import CacheIndex
+from .ring import RingFile
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,27 @@ class CacheStore:
             found.load()
             self._entries[url] = found
         return found
+
+    def ring(self, capacity: int) -> RingFile:
+        """A new ring of ``capacity`` bytes for an endless stream (raises OSError)."""
+        try:
+            return RingFile(self.root / "rings", capacity)
+        except CacheError as exc:
+            raise OSError(str(exc)) from None
+
+    def forget(self, url: str) -> None:
+        """Drop a resource whole: its bytes, its data file and its index row."""
+        entry = self._entries.pop(url, None)
+        key = _key(url)
+        if entry is not None:
+            entry.evict()
+            entry.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._data_path(key).unlink()
+        try:
+            self.index.delete(url)
+        except sqlite3.Error as exc:
+            log.warning("cache index: row of %s not deleted: %s", key[:12], exc)
 
     def document(self, name: str) -> str | None:
         """A remembered document (playlist text, segment sizes), or None."""

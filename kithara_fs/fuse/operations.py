@@ -27,12 +27,13 @@ from typing import Any
 import pyfuse3
 
 from ..budget import Deadline
-from ..engine.stream import Bytes, Eof, Handle, Pending, PendingReason
+from ..engine.stream import Bytes, Eof, Handle, Pending, PendingReason, SequentialStream
 from ..procfd import OpenerDescriptor, mount_id
 from ..redact import redact_text
 from ..tree import ROOT_INODE, DirNode, FileNode, Registry
 from ..tree.nodes import ListingNode, Node, PipeNode, StreamNode, VirtualNode
 from .errnos import PENDING_ERRNO, boundary, errno_for
+from .openfiles import OpenFile, VirtualHandle
 
 log = logging.getLogger(__name__)
 
@@ -55,49 +56,11 @@ _XATTRS = {
     b"user.kithara.content_type": "content_type",
     b"user.kithara.error": "error",
     b"user.kithara.variant": "variant",
+    b"user.kithara.title": "title",
+    b"user.kithara.station": "station",
+    b"user.kithara.genre": "genre",
+    b"user.kithara.bitrate": "bitrate",
 }
-
-
-class _VirtualHandle:
-    """An open generated file: the snapshot rendered at open, so reads are consistent."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-class _Handle:
-    """One open file: its stream, and the poll handle to wake (kernel gives a new one per poll).
-
-    ``nonblocking`` starts as the flags at open and follows the opener's descriptor as
-    ``descriptor`` finds it at each read that would have to wait.
-    """
-
-    __slots__ = ("node", "stream", "nonblocking", "descriptor", "poll_handle", "watching")
-
-    def __init__(
-        self, node: StreamNode, stream: Handle, nonblocking: bool, descriptor: OpenerDescriptor
-    ) -> None:
-        self.node = node
-        self.stream = stream
-        self.nonblocking = nonblocking
-        self.descriptor = descriptor
-        self.poll_handle: Any = None
-        self.watching = False
-
-    def nonblocking_now(self) -> bool:
-        """Whether the reader wants EAGAIN instead of a wait, as its descriptor says now."""
-        current = self.descriptor.nonblocking()
-        if current is not None:
-            self.nonblocking = current
-        return self.nonblocking
-
-    def wake_poller(self) -> None:
-        self.watching = False
-        poll_handle, self.poll_handle = self.poll_handle, None
-        if poll_handle is not None:
-            poll_handle.notify()
 
 
 def _erofs(name: str) -> Callable[..., Awaitable[Any]]:
@@ -122,8 +85,8 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
     def __init__(self, registry: Registry) -> None:
         super().__init__()
         self.registry = registry
-        self._handles: dict[int, _Handle] = {}
-        self._virtual: dict[int, _VirtualHandle] = {}
+        self._handles: dict[int, OpenFile] = {}
+        self._virtual: dict[int, VirtualHandle] = {}
         # The size each file last had in a reply: the kernel may cache it for ATTR_TIMEOUT.
         self._reported_size: dict[int, int] = {}
         self._next_fh = 1
@@ -225,15 +188,19 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         if isinstance(node, VirtualNode):
             fh = self._next_fh
             self._next_fh += 1
-            self._virtual[fh] = _VirtualHandle(node.render())
+            self._virtual[fh] = VirtualHandle(node.render())
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
+        stream: Handle
         if isinstance(node, PipeNode):
-            feed = await self.registry.open_pipe(node)
+            stream = await self.registry.open_pipe(node)
+        else:
+            stream = await self.registry.open(node)
+        if isinstance(stream, SequentialStream):  # a pipe-like file, or a URL that is a station
             fh = self._next_fh
             self._next_fh += 1
-            self._handles[fh] = self._new_handle(node, feed, flags, ctx)
+            self._handles[fh] = self._new_handle(node, stream, flags, ctx)
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
-        stream = await self.registry.open(node)
+        assert isinstance(node, FileNode)
         if self._reported_size.get(inode, node.source.length) != node.source.length:
             # The origin published a new version: the kernel's cached size is stale. Only
             # attributes are dropped (no page lock is taken), so this is safe inside open.
@@ -249,12 +216,12 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
         # the contract says EINVAL there, on every read of every file (DESIGN.md §2).
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=False)
 
-    def _new_handle(self, node: StreamNode, stream: Handle, flags: int, ctx: Any) -> _Handle:
+    def _new_handle(self, node: StreamNode, stream: Handle, flags: int, ctx: Any) -> OpenFile:
         if self._mount_id is None and self.registry.mountpoint:
             self._mount_id = mount_id(self.registry.mountpoint)
         pid = int(getattr(ctx, "pid", 0) or 0)
         descriptor = OpenerDescriptor(pid, node.inode, self._mount_id)
-        return _Handle(node, stream, bool(flags & os.O_NONBLOCK), descriptor)
+        return OpenFile(node, stream, bool(flags & os.O_NONBLOCK), descriptor)
 
     @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:

@@ -2,7 +2,8 @@
 
 Owns connection limits, retries with exponential backoff and full jitter, Range and If-Range
 requests, validation of what the origin answered (status, Content-Range, validators,
-Content-Encoding), and the translation of every httpx exception into our own
+Content-Encoding), endless streams read as they come (a station, with Shoutcast's
+``ICY 200 OK`` read as HTTP), and the translation of every httpx exception into our own
 :class:`~kithara_fs.errors.OriginError` family at the point where it enters. It is split in
 five: ``retry`` paces the attempts, ``answers`` judges what came back, ``client`` sends the
 requests, ``backend`` gives httpcore sockets whose read size a download picks, and ``lanes``
@@ -12,7 +13,7 @@ It must never decide what to download or cache, and never return a byte whose po
 the resource it has not checked.
 """
 
-from .answers import MAX_REDIRECTS, Body, Fetched, ResourceInfo
+from .answers import MAX_REDIRECTS, Body, Fetched, LiveBody, ResourceInfo
 from .client import OFFLINE_MEMORY, STALL_TIMEOUT, USER_AGENT, HttpClient
 from .retry import Backoff, RetryPolicy
 
@@ -25,6 +26,7 @@ __all__ = [
     "Body",
     "Fetched",
     "HttpClient",
+    "LiveBody",
     "ResourceInfo",
     "RetryPolicy",
 ]

@@ -1,9 +1,10 @@
 """What the origin answered, and whether to believe it.
 
-Owns :class:`ResourceInfo` (length and validators), :class:`Fetched`, :class:`Body` (the
-only way body bytes leave this package), the validation of an answer to a ranged GET
-(status, Content-Range, Content-Length, validators, Content-Encoding), and the translation
-of every httpx exception into our own :class:`~kithara_fs.errors.OriginError` family.
+Owns :class:`ResourceInfo` (length and validators), :class:`Fetched`, :class:`Body` and
+:class:`LiveBody` (the only ways body bytes leave this package), the validation of an
+answer to a ranged GET (status, Content-Range, Content-Length, validators,
+Content-Encoding) or to an endless stream's plain GET, and the translation of every httpx
+exception into our own :class:`~kithara_fs.errors.OriginError` family.
 
 It must never send a request or retry one (that is ``client``), never hand out a byte whose
 position in the resource it has not checked or beyond what the answer promised, and never
@@ -49,6 +50,8 @@ class ResourceInfo:
         last_modified: the Last-Modified header, verbatim.
         content_type: the Content-Type header.
         accepts_ranges: False once the origin answered a Range request with a whole body.
+        endless: the answer had no length and ICY headers (``icy-name``, ``icy-metaint``,
+            ...): an internet radio station, which no length will ever come for.
     """
 
     length: int | None
@@ -56,6 +59,7 @@ class ResourceInfo:
     last_modified: str | None = None
     content_type: str | None = None
     accepts_ranges: bool = True
+    endless: bool = False
 
     def if_range(self) -> str | None:
         """The validator to send in If-Range; weak ETags are not allowed there (RFC 9110)."""
@@ -170,6 +174,55 @@ class Body:
                 pass
 
 
+@dataclass
+class LiveBody:
+    """An open answer of no length (an endless station), read as it comes.
+
+    Attributes:
+        headers: the answer's headers (names are case-insensitive).
+        url: where it came from after redirects (may carry credentials: never log it).
+        content_type: its Content-Type, if it said.
+    """
+
+    headers: httpx.Headers
+    url: str
+    content_type: str | None
+    _response: httpx.Response
+    _shown: str
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Raw bytes as they arrive; a drop or a stall is a transient OriginError."""
+        received = 0
+        try:
+            async for chunk in self._response.aiter_raw():
+                received += len(chunk)
+                if chunk:
+                    yield chunk
+        except _HTTPX_ERRORS as exc:
+            raise OriginError(self._shown, f"connection lost after {received} bytes: "
+                              f"{_describe(exc)}", transient=True) from exc  # fmt: skip
+        raise OriginError(self._shown, f"the stream ended after {received} bytes",
+                          transient=True)  # fmt: skip
+
+
+def _interpret_live(response: httpx.Response, url: str) -> LiveBody:
+    """Check the answer to a plain GET of an endless stream: a 200 with raw bytes, or an error.
+
+    Any other status is an error (transient for the statuses worth another try), so an
+    error page is never taken for audio.
+    """
+    check_headers(response, url)
+    status = response.status_code
+    if status != 200:
+        raise OriginError(url, f"HTTP {status}", transient=status in _TRANSIENT_STATUSES)
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise OriginError(url, f"origin sent Content-Encoding {encoding!r} despite identity",
+                          transient=True)  # fmt: skip
+    return LiveBody(response.headers, str(response.url), response.headers.get("Content-Type"),
+                    response, url)  # fmt: skip
+
+
 def check_headers(response: httpx.Response, url: str) -> None:
     """Refuse an answer whose header block is larger than :data:`MAX_HEADER_BYTES`.
 
@@ -245,9 +298,15 @@ def _interpret(
         first, promised = span.first, span.length
     elif status == 200:
         info = _info(response, length_header)
-        info = ResourceInfo(
-            info.length, info.etag, info.last_modified, info.content_type, accepts_ranges=False
+        # Icecast and Shoutcast answer every request, ranged or not, with an endless 200
+        # that carries icy-* headers (icy-metadata, icy-name) and no length.
+        endless = length_header is None and any(
+            name.lower().startswith("icy-") for name in response.headers
         )
+        info = ResourceInfo(
+            info.length, info.etag, info.last_modified, info.content_type, accepts_ranges=False,
+            endless=endless,
+        )  # fmt: skip
         first, promised = 0, length_header
     else:
         raise OriginError(url, f"HTTP {status}")

@@ -13,7 +13,10 @@ per waiting stream: 50 open streams peaked at 97 MiB RSS with 1 MiB reads, again
 read-ahead, between 64 KiB and 1 MiB. (Sizing them by the way left to the target instead
 kept the download in small reads just behind a fast reader: 160 MB/s.)
 
-It must never change a byte or the order of bytes, and never read more than ``read_size``.
+It also reads a Shoutcast v1 status line (``ICY 200 OK``) as ``HTTP/1.0 200 OK``.
+
+It must never change a byte or the order of bytes (but for that status line), and never
+read more than ``read_size`` at a time.
 It relies on one private name: ``httpx.AsyncHTTPTransport._pool`` (set once, at build time;
 tests/test_net.py fails if httpx renames it).
 """
@@ -33,18 +36,40 @@ DEFAULT_READ = 256 * 1024
 # The bounds of what a download may ask for.
 MIN_READ = 64 * 1024
 MAX_READ = 1024 * 1024
+# A Shoutcast v1 server answers "ICY 200 OK", which h11 refuses as an illegal status line
+# (the fix curl, DeaDBeeF and music-assistant made too): the first bytes of a connection are
+# read as HTTP/1.0 when they start so. Nothing else is touched: only a connection's first
+# bytes, where an HTTP answer's status line must be, and only this exact prefix. h11 already
+# accepts the bare-LF header lines such servers send (pinned in tests/test_radio_units.py).
+ICY_STATUS = b"ICY "
+HTTP_STATUS = b"HTTP/1.0 "
 
 
 class SizedStream(httpcore.AsyncNetworkStream):
-    """A network stream whose reads ask for ``read_size`` bytes."""
+    """A network stream whose reads ask for ``read_size`` bytes.
+
+    The first bytes a connection receives are also mended if they are a Shoutcast v1
+    server's status line (:data:`ICY_STATUS`).
+    """
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
         self.read_size = DEFAULT_READ
+        self._first = True
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         # A read returns what has arrived, so a large size never holds bytes back.
-        return await self._inner.read(self.read_size, timeout)
+        data = await self._inner.read(self.read_size, timeout)
+        if self._first:
+            self._first = False
+            while data and len(data) < len(ICY_STATUS) and ICY_STATUS.startswith(data):
+                more = await self._inner.read(self.read_size, timeout)
+                if not more:
+                    break
+                data += more
+            if data.startswith(ICY_STATUS):
+                data = HTTP_STATUS + data[len(ICY_STATUS) :]
+        return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         await self._inner.write(buffer, timeout)

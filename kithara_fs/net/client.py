@@ -27,16 +27,20 @@ from .answers import (
     MAX_REDIRECTS,
     Body,
     Fetched,
+    LiveBody,
     ResourceInfo,
     _describe,
     _interpret,
+    _interpret_live,
     _retry_after,
     _translate,
     check_headers,
 )
 from .retry import Backoff, RetryPolicy
 
-USER_AGENT = "kithara-fs/0.1"
+# No "Mozilla" (Shoutcast serves its HTML page to those) and no hyphen (one large station
+# network sent nothing to User-Agents with one: radiotray-ng#252).
+USER_AGENT = "KitharaFS/0.1"
 # A connection that delivers no byte for this long while we wait on it is stalled: it is
 # abandoned and the download resumes on a new one at the first missing byte. Five seconds
 # is far beyond any healthy gap between TCP segments (a slow link trickles bytes, it does
@@ -60,6 +64,7 @@ class HttpClient:
         policy: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 32,
+        user_agent: str = USER_AGENT,
     ) -> None:
         self.policy = policy or RetryPolicy()
         # Per-phase socket timeouts only; the user-facing budget is the read deadline, which
@@ -86,7 +91,7 @@ class HttpClient:
                 # Sockets whose read size the download picks (backend.py says why).
                 transport=backend.transport(tls, limits) if direct and tls else transport,
                 verify=tls if tls is not None else True,
-                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+                headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
             )
 
         self._client = client(limits)
@@ -224,6 +229,28 @@ class HttpClient:
             if length is None:
                 raise OriginError(redact_url(url), "origin does not report the length")
             return length, bytes(data[-count:])
+
+    @asynccontextmanager
+    async def listen(self, url: str, headers: dict[str, str]) -> AsyncIterator[LiveBody]:
+        """Open an endless stream (a station) with a plain GET carrying ``headers``.
+
+        One attempt, no retries: the caller reconnects at its own pace. Raises OriginError
+        for a failed exchange or an answer that carries no audio (``_interpret_live``).
+        """
+        shown = redact_url(url)
+        try:
+            request = self._client.build_request("GET", url, headers=headers)
+        except (ValueError, httpx.InvalidURL) as exc:  # incl. UnicodeEncodeError
+            raise OriginError(shown, f"cannot build the request: {_describe(exc)}") from None
+        try:
+            response = await self._client.send(request, stream=True)
+        except _HTTPX_ERRORS as exc:
+            raise _translate(shown, exc) from exc
+        try:
+            self._unreachable.pop(_host(url), None)
+            yield _interpret_live(response, shown)
+        finally:
+            await response.aclose()
 
     @asynccontextmanager
     async def open_range(

@@ -8,6 +8,7 @@ one module or package here; nothing outside names one.
 from .base import (
     Built,
     ByteSource,
+    Companion,
     Context,
     DownloadCursor,
     Feed,
@@ -19,6 +20,6 @@ from .base import (
 )
 
 __all__ = [
-    "Built", "ByteSource", "Context", "DownloadCursor", "Feed", "Listed", "Listing",
+    "Built", "ByteSource", "Companion", "Context", "DownloadCursor", "Feed", "Listed", "Listing",
     "Sequential", "Spec", "Status",
 ]  # fmt: skip

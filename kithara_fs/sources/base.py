@@ -17,7 +17,7 @@ those knows which kind built them. It must never speak FUSE, and never name a ki
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,7 +29,8 @@ from .bytesource import FALLBACK_BYTE_RATE, OPENING_TAIL, ByteSource, DownloadCu
 from .status import Status
 
 __all__ = [
-    "FALLBACK_BYTE_RATE", "OPENING_TAIL", "Built", "ByteSource", "Context", "DownloadCursor",
+    "FALLBACK_BYTE_RATE", "OPENING_TAIL", "Built", "ByteSource", "Companion", "Context",
+    "DownloadCursor",
     "Feed", "Kind", "Listed", "Listing", "Sequential", "Spec", "Status",
 ]  # fmt: skip
 
@@ -91,6 +92,16 @@ class Sequential(abc.ABC):
     def open_feed(self, label: str) -> Feed:
         """A new feed for one open handle, labelled with the file's path for logs."""
 
+    def companions(self, name: str) -> Sequence[Companion]:
+        """What goes beside the file when it is called ``name`` (a station's title log and
+        its folder of finished tracks); nothing by default."""
+        return ()
+
+    def status_fields(self) -> Mapping[str, Any]:
+        """What it can say of itself now beyond its URL, as :class:`Status` fields by name
+        (a station's title, name and bitrate, the cause of a gap); nothing by default."""
+        return {}
+
 
 class Listing(abc.ABC):
     """A folder whose files come from the origin (loaded in the background, retried later).
@@ -102,6 +113,13 @@ class Listing(abc.ABC):
 
     shown: str
     what: str = "listing"
+
+    @property
+    def generation(self) -> int:
+        """Bumped whenever its files change while mounted (a station's newly finished track):
+        the folder is listed again at the next look. A listing learnt from the origin stays
+        at 0 and is loaded once (or again after a failure)."""
+        return 0
 
     def set_readahead(self, seconds: float) -> None:
         """A reload changed the stream's read-ahead: pass it on to the files listed."""
@@ -118,6 +136,23 @@ class Listing(abc.ABC):
 
 
 Built = ByteSource | Sequential | Listing
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A file or folder that goes with a :class:`Sequential` file, beside it in its folder.
+
+    Exactly one of ``render`` and ``listing`` is set.
+
+    Attributes:
+        name: its name in the folder.
+        render: a generated file's bytes, made afresh at each open (a title log).
+        listing: a folder's files (finished tracks).
+    """
+
+    name: str
+    render: Callable[[], bytes] | None = None
+    listing: Listing | None = None
 
 
 @dataclass(frozen=True)
@@ -163,12 +198,16 @@ class Context:
         sources: one source per cache key, shared by every path that names it, so paths
             that share a URL share its bytes, its version and its downloads.
         shared: anything else a kind keeps once per mount, under a key it chooses.
+        spawn: starts a task in the mount's background nursery (guarded: a failure is
+            logged, never the mount's end), for work that outlives any one open handle (a
+            station's connection, shared by its readers). None until the mount runs.
     """
 
     http: HttpClient
     store: CacheStore
     sources: dict[str, ByteSource] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)
+    spawn: Callable[[str, Callable[[], Awaitable[None]]], None] | None = None
 
 
 def no_options(table: Mapping[str, Any], where: str) -> dict[str, Any]:

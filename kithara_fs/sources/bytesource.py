@@ -17,7 +17,7 @@ import abc
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -27,6 +27,9 @@ from ..errors import CacheError, OriginError
 from ..net import HttpClient, ResourceInfo
 from ..redact import redact_text, redact_url
 from .status import Status
+
+if TYPE_CHECKING:
+    from .base import Sequential
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ class ByteSource(abc.ABC):
             opened on an older one must fail with ESTALE rather than see the new bytes.
         last_error: the most recent failure, for status displays.
         variant, live: what the status shows for them (set by kinds that have them).
+        endless: set when the URL turned out to serve an endless stream (an internet radio
+            station): opens read it like a pipe through this, and the size stays 0.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class ByteSource(abc.ABC):
         self.version = 0
         self.variant: str | None = None
         self.live: bool | None = None
+        self.endless: Sequential | None = None
         self.last_error: OriginError | None = None
         self._probe_claimed = False
         self._info_lock = trio.Lock()
@@ -159,7 +165,8 @@ class ByteSource(abc.ABC):
             await self.ensure_info()
         except OriginError as exc:
             self._probe_failed_at = trio.current_time()
-            log.warning("%s: size unknown: %s", self.shown, exc.reason)
+            if self.endless is None:
+                log.warning("%s: size unknown: %s", self.shown, exc.reason)
         except Exception:
             # Not ours to end the mount over: the size stays unknown, the probe is retried.
             self._probe_failed_at = trio.current_time()

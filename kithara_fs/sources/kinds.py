@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from . import hls, progressive
+from . import hls, progressive, radio
 from .base import Kind
 
 DEFAULT = "file"
@@ -23,6 +23,7 @@ DEFAULT = "file"
 _BUILT_IN = (
     progressive.KIND,
     hls.KIND,
+    radio.KIND,
 )
 _KINDS: dict[str, Kind] = {kind.name: kind for kind in _BUILT_IN}
 

@@ -13,6 +13,7 @@ changes, the old version is dropped and the version counter moves on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 import trio
@@ -22,7 +23,8 @@ from ..budget import Deadline
 from ..cache import CacheEntry, EntryMeta
 from ..errors import OriginError, RemoteChangedError
 from ..net import Backoff, HttpClient, ResourceInfo
-from .base import Context, Kind, Spec
+from . import radio
+from .base import Context, Kind, Sequential, Spec
 from .bytesource import FALLBACK_BYTE_RATE, OPENING_TAIL, ByteSource, DownloadCursor
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,13 @@ class ProgressiveSource(ByteSource):
     """One progressive HTTP resource: probed for its length, downloaded with ranged GETs."""
 
     def __init__(
-        self, url: str, http: HttpClient, entry: CacheEntry, readahead_seconds: float = 30.0
-    ) -> None:
+        self, url: str, http: HttpClient, entry: CacheEntry, readahead_seconds: float = 30.0,
+        as_station: Callable[[], Sequential] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(url, http, entry, readahead_seconds)
         self._validated_at: float | None = None
+        # What reads this URL if it turns out to be an internet radio station.
+        self._as_station = as_station
 
     # -- metadata ----------------------------------------------------------------------------
 
@@ -81,6 +86,12 @@ class ProgressiveSource(ByteSource):
                 return info
             try:
                 info = await self.http.probe(self.url)
+                if info.length is None and info.endless and self._as_station is not None:
+                    if self.endless is None:
+                        log.info("%s: an internet radio station; read as an endless file "
+                                 '(kind = "radio" adds titles, rewind and tracks)', self.shown)
+                        self.endless = self._as_station()
+                    raise OriginError(self.shown, "an endless stream (internet radio)")
                 if info.length is None:
                     raise OriginError(self.shown, "origin does not report the length")
             except OriginError as exc:
@@ -295,7 +306,8 @@ def build(spec: Spec, context: Context) -> ProgressiveSource:
     """One source per URL: paths that name the same URL share it."""
     source = context.sources.get(spec.url)
     if not isinstance(source, ProgressiveSource):
-        source = ProgressiveSource(spec.url, context.http, context.store.entry(spec.url))
+        source = ProgressiveSource(spec.url, context.http, context.store.entry(spec.url),
+                                   as_station=lambda: radio.endless_file(spec.url, context))
         context.sources[spec.url] = source
     source.readahead_seconds = spec.readahead_seconds
     return source

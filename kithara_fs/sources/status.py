@@ -36,6 +36,10 @@ class Status:
         error: the latest failure, redacted, if the stream is failing.
         variant: the HLS variant (or similar) it plays, if its kind has variants.
         live: whether it is a live (endless) stream, if its kind can be.
+        title: what it plays now, as the origin names it (a station's current title).
+        station: the origin's name for the stream (a station's ``icy-name``).
+        genre: the origin's genre for it (``icy-genre``).
+        bitrate: kbit/s, as the origin states it (``icy-br``).
     """
 
     path: str
@@ -52,6 +56,10 @@ class Status:
     error: str | None = None
     variant: str | None = None
     live: bool | None = None
+    title: str | None = None
+    station: str | None = None
+    genre: str | None = None
+    bitrate: int | None = None
 
     def replace(self, **changes: Any) -> Status:
         return dataclasses.replace(self, **changes)

@@ -106,8 +106,12 @@ class Background:
             await folder.attempt.wait()
 
     def _start_loading(self, folder: ListingNode) -> None:
-        if folder.loading or folder.loaded or folder.removed:
+        if folder.loading or folder.removed:
             return
+        if folder.loaded:
+            assert folder.listing is not None
+            if folder.listing.generation == folder.generation:
+                return
         if trio.current_time() - folder.failed_at < LISTING_RETRY_AFTER:
             return
         folder.loading = True
@@ -124,6 +128,7 @@ class Background:
     async def _load_files(self, folder: ListingNode) -> None:
         assert folder.listing is not None and folder.config is not None
         label = folder.config.display_path
+        generation = folder.listing.generation
         try:
             files = list(await folder.listing.load())
         except KitharaError as exc:
@@ -141,7 +146,9 @@ class Background:
         folder.error = None
         for node in self.tree.add_listed(folder, files):
             self.probe(node)
-        log.info("%s: %s with %d file(s)", label, folder.listing.what, len(files))
+        if not folder.loaded:
+            log.info("%s: %s with %d file(s)", label, folder.listing.what, len(files))
+        folder.generation = generation
         folder.loaded = True
 
     # -- sizes -------------------------------------------------------------------------------

@@ -66,12 +66,18 @@ class StatusBoard:
             state = "streaming"
         else:
             state = "idle"
-        return Status(
+        status = Status(
             path=path, url=node.file.shown, state=state, readers=readers,
             error=None if feed is None or feed.error is None else redact_text(str(feed.error)),
             variant=feed.variant if feed is not None else node.file.variant,
             live=node.file.live,
         )  # fmt: skip
+        fields = dict(node.file.status_fields())
+        if status.error is not None or fields.get("error") is None:
+            fields.pop("error", None)
+        else:
+            fields["error"] = redact_text(str(fields["error"]))
+        return status.replace(**fields)
 
     def failed_listing(self, folder: ListingNode) -> Status:
         """A listing whose load failed: one line saying why."""

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..engine.scheduler import Scheduler
 from ..engine.stream import Handle, SequentialStream, Stream
 from ..errors import OriginError
-from ..sources import Feed
+from ..sources import Feed, Sequential
 from .background import Background
 from .nodes import FileNode, PipeNode, StreamNode
 from .tree import Tree
@@ -45,11 +45,20 @@ class Handles:
     def settings(self) -> Settings:
         return self.tree.settings
 
-    async def open(self, node: FileNode) -> Stream:
-        """A new handle; learns the size first if needed (an OriginError ends the open)."""
+    async def open(self, node: FileNode) -> Stream | SequentialStream:
+        """A new handle; learns the size first if needed (an OriginError ends the open).
+
+        A URL that turned out to be an endless station is opened like a pipe instead.
+        """
         source = node.source
-        with trio.move_on_after(self.settings.read_timeout):
-            await source.ensure_info()
+        try:
+            with trio.move_on_after(self.settings.read_timeout):
+                await source.ensure_info()
+        except OriginError:
+            if source.endless is None:
+                raise
+        if source.endless is not None:
+            return self._open_feed(node, source.endless)
         await source.revalidate(Deadline.after(self.settings.metadata_timeout))
         if source.length is None:
             raise OriginError(source.shown, "size not known within the read budget")
@@ -61,10 +70,14 @@ class Handles:
 
     def open_pipe(self, node: PipeNode) -> SequentialStream:
         """A new handle on a pipe-like file: its own feed, fetching from now on."""
-        feed = node.file.open_feed("/".join(self.tree.path_of(node)))
+        return self._open_feed(node, node.file)
+
+    def _open_feed(self, node: StreamNode, file: Sequential) -> SequentialStream:
+        feed = file.open_feed("/".join(self.tree.path_of(node)))
         stream = SequentialStream(feed)
         self.background.spawn(stream.label, stream.run)
-        self._feeds[node] = feed
+        if isinstance(node, PipeNode):
+            self._feeds[node] = feed
         self._track(node, stream)
         return stream
 
@@ -76,7 +89,7 @@ class Handles:
     def close(self, node: StreamNode, stream: Handle) -> None:
         stream.close()
         self._streams.discard(stream)
-        if isinstance(node, FileNode):
+        if isinstance(node, FileNode) and isinstance(stream, Stream):
             node.source.closed()
         handles = self._by_node.get(node)
         if handles is not None and stream in handles:

@@ -41,6 +41,8 @@ class ListingNode(DirNode):
         error: why the latest load failed (shown in status and its xattr).
         failed_at: when it failed (trio clock), for the retry delay.
         removed: a reload dropped the stream.
+        generation: the listing's generation its files were listed at.
+        beside: it goes with a stream's file (a companion), kept and removed with that file.
     """
 
     config: StreamConfig | None = None
@@ -51,6 +53,8 @@ class ListingNode(DirNode):
     error: str | None = None
     failed_at: float = -math.inf
     removed: bool = False
+    generation: int = 0
+    beside: bool = False
 
 
 @dataclass(eq=False)
@@ -80,9 +84,13 @@ class FileNode(StreamLeaf):
 
 @dataclass(eq=False)
 class PipeNode(StreamLeaf):
-    """A file read like a pipe (size 0, nonseekable): each open reads its own feed."""
+    """A file read like a pipe (size 0, nonseekable): each open reads its own feed.
+
+    ``companions``: the files and folders its kind put beside it, removed with it.
+    """
 
     file: Sequential
+    companions: list[VirtualNode | ListingNode] = field(default_factory=list, kw_only=True)
 
 
 @dataclass(eq=False)

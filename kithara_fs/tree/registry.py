@@ -55,6 +55,7 @@ class Registry:
         self.mountpoint = mountpoint
         self.tree = Tree(settings, Context(http, store), store, self.status_json)
         self.background = Background(self.tree, scheduler)
+        self.tree.context.spawn = self.background.spawn
         self.handles = Handles(self.tree, scheduler, self.background)
         self.board = StatusBoard(self.tree, self.handles, scheduler, mountpoint)
         start_guarded(nursery, "background", self.background.run)
@@ -98,7 +99,7 @@ class Registry:
         """The file's size for getattr: cached, or probed within the metadata budget, else 0."""
         return await self.background.size(node, self.settings.metadata_timeout)
 
-    async def open(self, node: FileNode) -> Stream:
+    async def open(self, node: FileNode) -> Stream | SequentialStream:
         return await self.handles.open(node)
 
     async def open_pipe(self, node: PipeNode) -> SequentialStream:

@@ -10,6 +10,7 @@ It must never import pyfuse3, never touch the network itself, and never name a k
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from .nodes import Node, StreamNode
 
 STATUS_FILE = "status.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class Tree:
                 del node.parent.children[node.name]
                 removed.append((node.parent.inode, node.name))
                 self._forget(node)
+                if isinstance(node, PipeNode):
+                    removed += self._drop_companions(node)
         # Empty folders go before new streams are placed, so a path that turns from a
         # folder into a file (or back) never meets the old node.
         removed += self._prune(self.root)
@@ -113,7 +118,43 @@ class Tree:
         else:
             node = FileNode(self._new_inode(), name, folder, stream, built)
         self._add(folder, node)
+        if isinstance(node, PipeNode) and isinstance(built, Sequential):
+            self._place_companions(node, built)
         return node
+
+    def _place_companions(self, node: PipeNode, built: Sequential) -> None:
+        """Put what the kind puts beside a file (a title log, a folder of tracks) beside it."""
+        folder = node.parent
+        for companion in built.companions(node.name):
+            if companion.name in folder.children:
+                log.warning("%s: %r is taken by another stream; not shown",
+                            node.config.display_path, companion.name)  # fmt: skip
+                continue
+            placed: VirtualNode | ListingNode
+            if companion.listing is not None:
+                placed = ListingNode(self._new_inode(), companion.name, folder,
+                                     config=node.config, listing=companion.listing,
+                                     beside=True)  # fmt: skip
+            elif companion.render is not None:
+                placed = VirtualNode(self._new_inode(), companion.name, folder, companion.render)
+            else:
+                continue
+            self._add(folder, placed)
+            node.companions.append(placed)
+
+    def _drop_companions(self, node: PipeNode) -> list[tuple[int, str]]:
+        removed = []
+        for companion in node.companions:
+            folder = companion.parent
+            assert folder is not None
+            if folder.children.get(companion.name) is companion:
+                del folder.children[companion.name]
+                removed.append((folder.inode, companion.name))
+            if isinstance(companion, ListingNode):
+                companion.removed = True
+            self._forget(companion)
+        node.companions = []
+        return removed
 
     @staticmethod
     def _retune(node: FileNode | PipeNode | ListingNode, readahead: float) -> None:
@@ -126,10 +167,28 @@ class Tree:
             node.file.readahead_seconds = readahead
 
     def add_listed(self, folder: ListingNode, files: list[Listed]) -> list[FileNode]:
-        """Put a listing's files in its folder; returns the seekable ones (to be sized)."""
+        """Put a listing's files in its folder; returns the new seekable ones (to be sized).
+
+        Listed again (its generation moved on), a file of the same name and content keeps
+        its node; files no longer listed go as a reload's removed streams do.
+        """
         assert folder.config is not None
         seekable = []
+        listed = {file.name for file in files}
+        for name, child in list(folder.children.items()):
+            if name not in listed and isinstance(child, FileNode | PipeNode):
+                del folder.children[name]
+                child.removed = True
+                self._forget(child)
         for file in files:
+            kept = folder.children.get(file.name)
+            if isinstance(kept, FileNode) and kept.source is file.content:
+                continue
+            if isinstance(kept, PipeNode) and kept.file is file.content:
+                continue
+            if isinstance(kept, FileNode | PipeNode):
+                kept.removed = True
+                self._forget(kept)
             node: FileNode | PipeNode
             if isinstance(file.content, ByteSource):
                 node = FileNode(self._new_inode(), file.name, folder, folder.config, file.content,
@@ -145,7 +204,7 @@ class Tree:
         """The nodes the config names: streams and listing folders (not a listing's files)."""
         return [
             node for node in self._nodes.values()
-            if (isinstance(node, ListingNode)
+            if (isinstance(node, ListingNode) and not node.beside
                 or isinstance(node, FileNode | PipeNode) and not node.listed)
             and not node.removed
         ]  # fmt: skip
