@@ -212,6 +212,31 @@ def test_the_page_walker_keeps_the_header_pages_of_each_link(
     assert walker.last_start == len(stream) - len(ogg_page(0, 960 * 4, 5, bytes([3]) * 103, 2))
 
 
+def _reference_ogg_crc(data: bytes) -> int:
+    """RFC 3533's CRC, bit by bit: polynomial 0x04C11DB7, unreflected, from 0."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) & 0xFFFFFFFF if crc & 0x80000000 else crc << 1
+    return crc
+
+
+@given(st.binary(max_size=2000))
+def test_the_ogg_crc_is_rfc_3533s(data: bytes) -> None:
+    assert ogg_crc(data) == _reference_ogg_crc(data)
+
+
+@pytest.mark.timeout(30)  # a hang guard: a Python CRC took ~50 s of CPU per MB of this
+def test_fake_page_headers_cost_little() -> None:
+    fake = b"OggS\0\0" + bytes(20) + b"\xff" * 256  # claims a 65 KiB page, every 282 bytes
+    walker = PageWalker()
+    stream = fake * (1_000_000 // len(fake))
+    for at in range(0, len(stream), 4096):
+        walker.feed(stream[at : at + 4096])
+    assert not walker.synced and walker.take_headers() == []
+
+
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 def test_the_ogg_crc_accepts_the_pages_of_a_real_file(tmp_path: Path) -> None:
     path = tmp_path / "a.opus"

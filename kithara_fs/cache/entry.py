@@ -220,6 +220,13 @@ class CacheEntry:
         self._forget_all()
         return freed
 
+    def retire(self) -> None:
+        """The resource is being deleted: nothing may be written or saved for it any more
+        (a flush already on its way must not bring the row back)."""
+        self._disabled = True
+        self._dirty = False
+        self._forgets += 1
+
     def close(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):

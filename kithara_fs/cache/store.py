@@ -82,6 +82,7 @@ class CacheStore:
         key = _key(url)
         if entry is not None:
             entry.evict()
+            entry.retire()
             entry.close()
         with contextlib.suppress(FileNotFoundError):
             self._data_path(key).unlink()

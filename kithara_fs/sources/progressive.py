@@ -84,6 +84,8 @@ class ProgressiveSource(ByteSource):
             info = self.info
             if info is not None:
                 return info
+            if self.endless is not None:  # known to be a station: no length will come
+                raise OriginError(self.shown, "an endless stream (internet radio)")
             try:
                 info = await self.http.probe(self.url)
                 if info.length is None and info.endless and self._as_station is not None:

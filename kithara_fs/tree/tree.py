@@ -90,6 +90,7 @@ class Tree:
         removed += self._prune(self.root)
         added = 0
         self._store.clear_pins()
+        built: list[PipeNode] = []
         for stream in settings.streams:
             readahead = stream.readahead_seconds or settings.readahead_seconds
             kept = current.get(stream.path)
@@ -98,8 +99,13 @@ class Tree:
             else:
                 kept = self._build(stream, readahead)
                 added += 1
+                if isinstance(kept, PipeNode):
+                    built.append(kept)
             if isinstance(kept, FileNode) and stream.pin:
                 kept.source.set_pinned(True)
+        # Companions go last, so a configured stream or folder always wins their name.
+        for node in built:
+            self._place_companions(node, node.file)
         self._add_virtual_files(self.root)
         return Change(removed, added)
 
@@ -110,6 +116,7 @@ class Tree:
         built = kind.build(spec, self.context)
         folder = self._folder(stream.path[:-1])
         name = stream.path[-1]
+        self._yield_companion(folder, name)
         node: FileNode | PipeNode | ListingNode
         if isinstance(built, Listing):
             node = ListingNode(self._new_inode(), name, folder, config=stream, listing=built)
@@ -118,10 +125,20 @@ class Tree:
         else:
             node = FileNode(self._new_inode(), name, folder, stream, built)
         self._add(folder, node)
-        if isinstance(node, PipeNode) and isinstance(built, Sequential):
-            self._place_companions(node, built)
         return node
 
+    def _yield_companion(self, folder: DirNode, name: str) -> None:
+        """A configured stream (or folder) takes a companion's name: the companion goes."""
+        child = folder.children.get(name)
+        beside = isinstance(child, ListingNode) and child.beside
+        if beside or (isinstance(child, VirtualNode) and name != PLAYLIST_NAME):
+            assert child is not None
+            log.warning("%s: a configured stream takes the name of a stream's %r",
+                        "/".join(self.path_of(folder)) or "/", name)  # fmt: skip
+            del folder.children[name]
+            if isinstance(child, ListingNode):
+                child.removed = True
+            self._forget(child)
     def _place_companions(self, node: PipeNode, built: Sequential) -> None:
         """Put what the kind puts beside a file (a title log, a folder of tracks) beside it."""
         folder = node.parent
@@ -223,6 +240,7 @@ class Tree:
     def _folder(self, parts: tuple[str, ...]) -> DirNode:
         folder = self.root
         for part in parts:
+            self._yield_companion(folder, part)
             child = folder.children.get(part)
             if not isinstance(child, DirNode):
                 # Config validation rejects file/folder clashes, and a reload removed any

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from ...errors import ConfigError
-from ...redact import redact_url
 from ...units import parse_size, user_agent_value
 from ..base import Context, Kind, Spec
 from .readers import StationFile
@@ -57,7 +57,9 @@ def check(table: Mapping[str, Any], where: str) -> dict[str, Any]:
 def build(spec: Spec, context: Context) -> StationFile:
     key = f"radio:{spec.url}"
     station = context.shared.get(key)
-    if not isinstance(station, Station):
+    if isinstance(station, Station):
+        station.configure(spec.options)  # the path built last (a reload's) says
+    else:
         name = spec.label.rsplit("/", 1)[-1]
         extension = name.rsplit(".", 1)[-1].lower() if "." in name else "mp3"
         station = context.shared[key] = Station(spec.url, context, spec.options, extension)
@@ -72,6 +74,13 @@ KIND = Kind(
 
 
 def endless_file(url: str, context: Context) -> StationFile:
-    """A station with every default, for a URL that turned out to be one (a ``file`` stream
-    whose answer had no length and ICY headers)."""
-    return build(Spec(url, redact_url(url), check({}, ""), 30.0), context)
+    """A station for a URL that turned out to be one (a ``file`` stream whose answer had no
+    length and ICY headers): defaults, but no tracks, since no folder would show them."""
+    key = f"radio:{url}"
+    station = context.shared.get(key)
+    if not isinstance(station, Station):  # else a radio path names it and configured it
+        options = {**check({}, ""), "tracks_kept": 0}
+        name = urlsplit(url).path.rsplit("/", 1)[-1]
+        extension = name.rsplit(".", 1)[-1].lower() if "." in name else "mp3"
+        station = context.shared[key] = Station(url, context, options, extension)
+    return StationFile(station, 0.0)

@@ -12,6 +12,8 @@ It must never hold more than a few bytes of audio, and never do I/O.
 
 from __future__ import annotations
 
+import re
+
 # Bitrates in kbit/s by (MPEG-1?, layer) and the header's 4-bit index (0 = free, 15 = bad).
 _BITRATES = {
     (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
@@ -25,8 +27,13 @@ _SAMPLE_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 
 # Enough bytes to judge any header (ADTS needs 7).
 HEADER = 7
 # A frame is never longer than this (MPEG-1 layer II at 384 kbit/s and 32 kHz: 1728 bytes;
-# an ADTS frame's 13-bit length: 8191): more held back means the stream is not one of these.
-MAX_FRAME = 8192
+# an ADTS frame's 13-bit length: 8191), plus the next header that confirms it: more held
+# back means the stream is not one of these.
+MAX_FRAME = 8191 + HEADER
+# Where a frame may start (searched in C, not byte by byte): 0xFF, three more sync bits, and
+# a third byte whose top nibble is not 15 (a bad MPEG bitrate index; for ADTS, a reserved
+# profile at the highest sampling rates), so a run of 0xFF bytes offers no candidate at all.
+_SYNC = re.compile(rb"\xff[\xe0-\xff][\x00-\xef]")
 
 
 def frame(header: bytes | memoryview) -> tuple[int, int, int] | None:
@@ -113,9 +120,12 @@ class FrameWalker:
         held = self._held
         start = 0
         while True:
-            at = held.find(0xFF, start)
+            match = _SYNC.search(held, start)
+            at = -1 if match is None else match.start()
             if at < 0 or at + HEADER > len(held):
-                self._drop_before(self._held_at + (len(held) if at < 0 else at))
+                # Nothing here, or too little to judge: keep only what may still start one.
+                keep = at if at >= 0 else max(0, len(held) - 1)
+                self._drop_before(self._held_at + keep)
                 return False
             first = frame(memoryview(held)[at : at + HEADER])
             if first is not None:

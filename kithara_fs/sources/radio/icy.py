@@ -122,7 +122,7 @@ def parse_metadata(raw: bytes) -> dict[str, str]:
     A value ends at the first ``';`` that is followed by another ``Key='``, by NULs or by the
     end of the block, so quotes and semicolons inside a title survive.
     """
-    text = decode_text(raw.rstrip(b"\0")).rstrip("\0 \r\n")
+    text = decode_text(raw.strip(b"\0")).strip("\0 \r\n")
     pairs: dict[str, str] = {}
     position = 0
     while True:
@@ -157,3 +157,15 @@ def bitrate(value: str | None) -> int | None:
     if not (text.isascii() and text.isdigit() and len(text) <= 6):
         return None
     return int(text) if 0 < int(text) < 100_000 else None
+
+
+def metaint(value: str) -> int | None:
+    """``icy-metaint`` as a byte count; None when absent or unusable.
+
+    ASCII digits only, and few: "²" is a digit to ``str.isdigit()`` and not to ``int()``,
+    and 5,000 digits are past what ``int()`` converts.
+    """
+    if not (value.isascii() and value.isdigit() and len(value) <= 7):
+        return None
+    number = int(value)
+    return number if 0 < number <= MAX_METAINT else None

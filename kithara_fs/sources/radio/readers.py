@@ -98,7 +98,7 @@ class StationFile(Sequential):
     def companions(self, name: str) -> Sequence[Companion]:
         stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
         return (
-            Companion(f"{name}.titles", render=self.station.titles_text),
+            Companion(f"{name}.titles", render=self.station.titles.text),
             Companion(f"{stem}.tracks", listing=self.station.tracks),
         )
 

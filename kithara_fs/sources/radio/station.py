@@ -3,9 +3,9 @@
 Owns, per station URL, the single connection (opened at the first reader's open, closed
 :data:`LINGER` seconds after the last one closes), reconnecting with backoff when it drops
 and trying a station playlist's relays in order; the ICY split of what arrives (audio into
-the ring on disk, metadata into titles); the station's name, genre and bitrate from its
-headers; the title log; the frame boundaries where readers start and tracks are cut; and
-the (time, position) samples that say where "ten seconds ago" is in the ring.
+the ring on disk, metadata to ``titles``); the station's name, genre and bitrate from its
+headers; the frame boundaries where readers start and tracks are cut; and the (time,
+position) samples that say where "ten seconds ago" is in the ring.
 
 It must never block a reader on another, nor the connection on a reader: readers read the
 ring at their own pace and one that falls behind is moved forward. It must never add or
@@ -31,8 +31,9 @@ from ...redact import redact_text, redact_url
 from ..base import Context
 from . import icy, stations
 from .frames import FrameWalker
-from .icy import IcyDemuxer, Metadata, clean, parse_metadata
+from .icy import IcyDemuxer, Metadata, clean
 from .pages import HeaderSets, PageWalker, is_ogg_type
+from .titles import Titles
 from .tracks import Tracks
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,12 @@ RECONNECT_FIRST = 0.5
 RECONNECT_MAX = 5.0
 # A connection that brought at least this much was a working one: the backoff starts over.
 WORKED_BYTES = 64 * 1024
-# One (time, position) sample this often: how finely a rewind finds its start.
+# One (time, position) sample this often: how finely a rewind finds its start; at most
+# this many (83 minutes of them: a slow station's ring may hold more than a rewind needs).
 SAMPLE_EVERY = 0.25
-# Title changes kept for the .titles file.
-MAX_TITLES = 1000
+MAX_SAMPLES = 20_000
+# While a station stays unreachable, a warning this often.
+UNREACHABLE_LOG_EVERY = 60.0
 # A gap stays in status this long after the connection came back.
 GAP_SHOWN = 300.0
 # A reader that fell out of the ring restarts this far ahead of the ring's oldest byte, so
@@ -64,10 +67,9 @@ class Station:
         url: the station URL (a stream or a station playlist; may carry credentials).
         shown: the redacted URL.
         changed: notified when audio arrives and when the connection fails for good.
-        title: the current title (None until the station sent one).
         name, genre, bitrate: what the station's headers said (bitrate in kbit/s).
         content_type: the audio's Content-Type.
-        titles: (wall time, title) of each title change, newest last.
+        titles: what it says it plays (``titles.py``).
         fatal: why readers cannot be served: every URL failed before any audio came, with
             an error another try cannot mend (cleared when a reader opens again).
         tracks: its finished tracks (a folder's listing).
@@ -83,18 +85,16 @@ class Station:
         self.user_agent: str | None = options.get("user_agent")
         self.ring_size: int = options["ring_size"]
         self.changed = ChangeSignal()
-        self.title: str | None = None
-        self.stream_url: str | None = None
         self.name: str | None = None
         self.genre: str | None = None
         self.bitrate: int | None = None
         self.content_type: str | None = None
-        self.titles: deque[tuple[float, str]] = deque(maxlen=MAX_TITLES)
+        self.titles = Titles(self.shown)
         self.fatal: OriginError | None = None
         self.tracks = Tracks(url, context, options["tracks_kept"], extension)
         self.ring: RingFile | None = None
         self.walker: FrameWalker | PageWalker = FrameWalker()
-        self._samples: deque[tuple[float, int]] = deque()
+        self._samples: deque[tuple[float, int]] = deque(maxlen=MAX_SAMPLES)
         self._headers = HeaderSets()
         self._readers = 0
         self._idle_since = 0.0
@@ -102,6 +102,16 @@ class Station:
         self.connected = False
         self._gap: tuple[float, str] | None = None  # (wall time, cause) of the latest gap
         self._first_title = True  # no title came on this connection yet
+        self._lingered = False  # the latest connection ended because nobody read
+        self._failed_attempts = 0  # attempts failed since audio last came
+        self._warned_at = 0.0
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        """Options from a (re)built path naming this station: the User-Agent from the next
+        connection, the ring's size from the next ring, the tracks kept at once."""
+        self.user_agent = options.get("user_agent")
+        self.ring_size = options["ring_size"]
+        self.tracks.keep = options["tracks_kept"]
 
     # -- readers -----------------------------------------------------------------------------
 
@@ -109,9 +119,9 @@ class Station:
         """A reader opened: the ring position it starts at, and the bytes it must get first
         (an Ogg stream's header pages, when it starts past them). Starts the connection if
         needed."""
-        self._readers += 1
         if not self._running:
-            self._start()
+            self._start()  # may raise (no ring, or the mount is stopping): nothing counted
+        self._readers += 1
         position = self.start_position(rewind_seconds)
         if not isinstance(self.walker, PageWalker):
             return position, b""
@@ -167,7 +177,7 @@ class Station:
 
     def status_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
-            "title": self.title or None, "station": self.name, "genre": self.genre,
+            "title": self.titles.title or None, "station": self.name, "genre": self.genre,
             "bitrate": self.bitrate or self.walker.kbps or None,
             "content_type": self.content_type,
         }  # fmt: skip
@@ -179,12 +189,6 @@ class Station:
             state = "reconnected" if self.connected else "reconnecting"
             fields["error"] = f"gap at {stamp} ({state}): {self._gap[1]}"
         return fields
-
-    def titles_text(self) -> bytes:
-        """The title log: one line per change, ISO time, a tab, the title."""
-        lines = [f"{time.strftime('%Y-%m-%dT%H:%M:%S%z', time.localtime(when))}\t{title}\n"
-                 for when, title in self.titles]  # fmt: skip
-        return "".join(lines).encode()
 
     # -- the connection ----------------------------------------------------------------------
 
@@ -198,6 +202,7 @@ class Station:
             self._samples.clear()
             self._headers = HeaderSets()
         self._running = True
+        self._lingered = False
         self._spawn(f"station {self.shown}", self._run)
 
     async def _run(self) -> None:
@@ -209,6 +214,9 @@ class Station:
         except OSError as exc:
             log.error("%s: the station's ring failed: %s", self.shown, exc)
             self.fatal = OriginError(self.shown, f"the station's ring on disk failed: {exc}")
+        except Exception as exc:  # a bug must fail the readers, not leave them waiting
+            log.exception("%s: internal error in the station's connection", self.shown)
+            self.fatal = OriginError(self.shown, f"internal error: {exc!r}")
         finally:
             self._running = False
             self.connected = False
@@ -217,6 +225,10 @@ class Station:
                 self.ring.close()
                 self.ring = None
             self.changed.notify()
+        if self._lingered and self._readers and self.fatal is None:
+            # A reader opened between the linger's decision and this end: it needs a
+            # connection (only after a linger: a mount that is stopping stops here).
+            self._start()
 
     async def _linger(self, scope: trio.CancelScope) -> None:
         """Close the connection once no reader has been there for :data:`LINGER` seconds."""
@@ -224,6 +236,7 @@ class Station:
             await trio.sleep(LINGER / 5)
             if self._readers == 0 and trio.current_time() - self._idle_since >= LINGER:
                 log.info("%s: no readers; closing the station's connection", self.shown)
+                self._lingered = True
                 scope.cancel()
                 return
 
@@ -232,7 +245,9 @@ class Station:
         candidates: list[str] | None = None
         index = 0
         delivered = False  # any audio since the connection was started
-        failures: list[OriginError] = []
+        # Before any audio: which relays failed, and whether any failure may mend itself.
+        failed: set[int] = set()
+        transient = False
         while True:
             before = self.written
             try:
@@ -243,14 +258,15 @@ class Station:
                 got = self.written - before
                 delivered = delivered or got > 0
                 if not delivered:
-                    failures.append(exc)
+                    failed.add(index % len(candidates) if candidates else 0)
+                    transient = transient or exc.transient
                 self._note_gap(exc)
                 if got >= WORKED_BYTES:
                     delay = RECONNECT_FIRST
                 elif got == 0:
                     index += 1  # this relay gave nothing: the next one (if any) next time
-                tried_all = len(failures) >= len(candidates or [self.url])
-                if not delivered and tried_all and not any(f.transient for f in failures):
+                tried_all = len(failed) >= len(candidates or [self.url])
+                if not delivered and tried_all and not transient:
                     self.fatal = exc
                     log.warning("%s: the station cannot be played: %s", self.shown, exc.reason)
                     return
@@ -309,11 +325,10 @@ class Station:
                 self.walker, PageWalker):  # fmt: skip
             self.walker = PageWalker()
         raw = headers.get("icy-metaint", "").strip()
-        demuxer = None
-        if raw:
-            if not raw.isdigit() or not 0 < int(raw) <= 1024 * 1024:
-                raise OriginError(redact_url(url), f"unusable icy-metaint {raw[:20]!r}")
-            demuxer = IcyDemuxer(int(raw))
+        metaint = icy.metaint(raw)
+        if raw and metaint is None:
+            raise OriginError(redact_url(url), f"unusable icy-metaint {raw[:20]!r}")
+        demuxer = None if metaint is None else IcyDemuxer(metaint)
         if self._gap is not None and not self.connected:
             log.info("%s: reconnected", self.shown)
         else:
@@ -321,6 +336,7 @@ class Station:
                      self.bitrate or "?", f"metadata every {raw} bytes" if raw
                      else "no metadata")  # fmt: skip
         self.connected = True
+        self._failed_attempts = 0
         # Whatever came before is not continued by this connection's audio.
         self.tracks.abandon()
         self._first_title = True
@@ -330,11 +346,18 @@ class Station:
         was = self.connected
         self.connected = False
         self._gap = (time.time(), redact_text(exc.reason))
+        now = trio.current_time()
         if was:
             log.warning("%s: station connection lost (%s); reconnecting", self.shown,
                         exc.reason)  # fmt: skip
-        else:
-            log.warning("%s: station not reachable (%s); trying again", self.shown, exc.reason)
+            self._failed_attempts = 0
+        elif self._failed_attempts == 0 or now - self._warned_at >= UNREACHABLE_LOG_EVERY:
+            # An outage is one warning, then one a minute: not one per attempt.
+            log.warning("%s: station not reachable (%s); trying again%s", self.shown,
+                        exc.reason, f" ({self._failed_attempts} attempts so far)"
+                        if self._failed_attempts else "")  # fmt: skip
+            self._warned_at = now
+        self._failed_attempts += 1
 
     def _audio(self, data: bytes) -> None:
         if not data:
@@ -357,23 +380,16 @@ class Station:
         self.changed.notify()
 
     def _metadata(self, block: Metadata) -> None:
-        pairs = parse_metadata(block.raw)
-        if "StreamUrl" in pairs:
-            self.stream_url = pairs["StreamUrl"] or None
-        title = pairs.get("StreamTitle")
+        title, changed = self.titles.read(block.raw)
         if title is None:
             return
         # A connection's first title names what was already playing when it connected: its
         # start was not received, so it is no track to keep.
         first, self._first_title = self._first_title, False
-        if title != self.title:
-            self.title = title
-            self.titles.append((time.time(), title))
-            log.info("%s: now playing %r", self.shown, title)
-        elif not first:
-            return
         if first:
             self.tracks.abandon()
+            return
+        if not changed:
             return
         ring = self.ring
         assert ring is not None

@@ -27,7 +27,8 @@ CONTENT_TYPES = (
     "audio/x-scpls", "audio/scpls", "audio/x-mpegurl", "audio/mpegurl",
     "application/x-mpegurl", "application/vnd.apple.mpegurl", "application/xspf+xml",
 )  # fmt: skip
-_PLS_FILE = re.compile(r"^\s*file(\d{1,4})\s*=\s*(\S.*?)\s*$", re.IGNORECASE)
+# No lazy repetition before a "\s*$": a line of spaces would make that quadratic.
+_PLS_FILE = re.compile(r"^\s*file([0-9]{1,4})\s*=(.*)$", re.IGNORECASE)
 
 
 def is_playlist_url(url: str) -> bool:
@@ -55,8 +56,8 @@ def stream_urls(body: bytes, base: str) -> list[str]:
                  if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
     urls: list[str] = []
     for entry in found:
-        url = urljoin(base, entry.strip())
         try:
+            url = urljoin(base, entry.strip())
             parts = urlsplit(url)
             usable = parts.scheme in ("http", "https") and bool(parts.hostname)
         except ValueError:
@@ -75,7 +76,7 @@ def _pls(text: str) -> list[str]:
     for line in text.splitlines():
         match = _PLS_FILE.match(line)
         if match:
-            numbered.append((int(match.group(1)), match.group(2)))
+            numbered.append((int(match.group(1)), match.group(2).strip()))
     return [url for _, url in sorted(numbered, key=lambda pair: pair[0])]
 
 

@@ -46,6 +46,22 @@ _EXTENSIONS = {
 }  # fmt: skip
 
 
+def _safe(text: str) -> str:
+    """Text fit for a file name: no separators or control characters, no leading dots."""
+    text = "".join("_" if ch in "/\\" or not ch.isprintable() else ch for ch in text)
+    return text.strip().lstrip(".")
+
+
+def _file_name(stamp: str, title: str, extension: str, suffix: str) -> str:
+    """``<stamp> <title><suffix>.<extension>``, the title cut so it fits in 255 bytes."""
+    title = _safe(title)
+    room = MAX_NAME_BYTES - len(f"{stamp} {suffix}.{extension}".encode())
+    while title and len(title.encode()) > room:
+        title = title[:-1].rstrip()
+    base = f"{stamp} {title}" if title else stamp
+    return f"{base}{suffix}.{extension}"
+
+
 class TrackSource(ByteSource):
     """One finished track: a complete cache entry of known length, never downloaded."""
 
@@ -104,6 +120,7 @@ class Tracks(Listing):
         self._receiving: _Cut | None = None
         self._finishing: _Cut | None = None
         self._document = f"radio.tracks:{station_url}"
+        self._prefix = f"{station_url}#track/"
         self._recall()
 
     # -- the listing -------------------------------------------------------------------------
@@ -156,7 +173,8 @@ class Tracks(Listing):
         length = cut.end - cut.start
         if length <= 0:
             return
-        url = f"{self.station_url}#track/{round(cut.started * 1000)}"
+        # The start time and ring position: two tracks may end in one chunk (one millisecond).
+        url = f"{self._prefix}{round(cut.started * 1000)}-{cut.start}"
         entry = self.store.entry(url)
         entry.reset()
         entry.set_meta(EntryMeta(length, content_type=self.content_type))
@@ -185,17 +203,11 @@ class Tracks(Listing):
         stamp = time.strftime("%H.%M.%S", time.localtime(cut.started))
         extension = _EXTENSIONS.get((self.content_type or "").split(";")[0].strip().lower(),
                                     self.extension)  # fmt: skip
-        title = "".join("_" if ch in "/\\" or not ch.isprintable() else ch for ch in cut.title)
-        title = title.strip().lstrip(".")
-        room = MAX_NAME_BYTES - len(f"{stamp} .{extension} (99)".encode())
-        while len(title.encode()) > room:
-            title = title[:-1]
-        base = f"{stamp} {title}".rstrip() if title else stamp
         taken = {t.name for t in self._done}
-        name, count = f"{base}.{extension}", 1
+        name, count = _file_name(stamp, cut.title, extension, ""), 1
         while name in taken:
             count += 1
-            name = f"{base} ({count}).{extension}"
+            name = _file_name(stamp, cut.title, extension, f" ({count})")
         return name
 
     def _trim(self) -> None:
@@ -225,6 +237,9 @@ class Tracks(Listing):
             rows: list[dict[str, Any]] = json.loads(text)
             for row in rows[-self.keep :] if self.keep else []:
                 url, name = str(row["url"]), str(row["name"])
+                # Only this station's tracks, under names we would have made.
+                if not url.startswith(self._prefix) or name != _safe(name):
+                    continue
                 entry = self.store.entry(url)
                 source = TrackSource(url, self.http, entry, int(row.get("kbps") or 0))
                 if source.complete() and name not in {t.name for t in self._done}:
