@@ -60,6 +60,9 @@ _XATTRS = {
     b"user.kithara.station": "station",
     b"user.kithara.genre": "genre",
     b"user.kithara.bitrate": "bitrate",
+    b"user.kithara.guid": "guid",
+    b"user.kithara.published": "published",
+    b"user.kithara.duration": "duration",
 }
 
 
@@ -134,6 +137,8 @@ class KitharaOperations(pyfuse3.Operations):  # type: ignore[misc]
             attr.st_nlink = 1
             attr.st_size = await self.registry.size(node)
             self._reported_size[node.inode] = attr.st_size
+            if node.source.mtime is not None:  # an episode's publication date
+                attr.st_mtime_ns = attr.st_ctime_ns = int(node.source.mtime * 1e9)
             # st_blocks counts cached bytes, so du shows how much is on disk.
             attr.st_blocks = (node.source.cached_bytes() + 511) // 512
             if not node.source.complete():

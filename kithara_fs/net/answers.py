@@ -80,10 +80,17 @@ class ResourceInfo:
 
 @dataclass(frozen=True)
 class Fetched:
-    """A small resource read whole, and the URL it came from after redirects."""
+    """A small resource read whole, and the URL it came from after redirects.
+
+    ``etag`` and ``last_modified`` are its validators (for the next conditional fetch);
+    ``not_modified``: a conditional fetch found it unchanged (``data`` is empty then).
+    """
 
     data: bytes
     url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
 
 
 # A small body left after the headers that matter (a probe's one byte) is read to its end
@@ -147,6 +154,11 @@ class Body:
         if limit is not None and received < limit:
             raise OriginError(self._url, f"body ended after {received} of {limit} bytes",
                               transient=True)  # fmt: skip
+
+    @property
+    def final_url(self) -> str:
+        """Where the answer came from after redirects (may carry credentials: never log)."""
+        return str(self._response.url)
 
     def want(self, size: int) -> None:
         """The caller wants about ``size`` more bytes before it pauses: the connection reads

@@ -34,6 +34,7 @@ from .answers import (
     _interpret_live,
     _retry_after,
     _translate,
+    _validator,
     check_headers,
 )
 from .retry import Backoff, RetryPolicy
@@ -171,21 +172,34 @@ class HttpClient:
                 return None
             return body.info
 
-    async def fetch(self, url: str, limit: int) -> Fetched:
-        """GET a small resource whole (a playlist, a key), retrying transient failures.
+    async def fetch(self, url: str, limit: int, known: Fetched | None = None) -> Fetched:
+        """GET a small resource whole (a playlist, a key, a feed), retrying transients.
 
+        With ``known`` (an earlier fetch), the request is conditional on its validators,
+        and an unchanged resource comes back as ``not_modified`` (a 304, or the same ETag).
         The body is never logged. Raises OriginError when it is not 200, or larger than
         ``limit`` bytes (read no further than that).
         """
         shown = redact_url(url)
         backoff = Backoff(self.policy)
+        conditions = {}
+        if known is not None and known.etag:
+            conditions["If-None-Match"] = known.etag
+        elif known is not None and known.last_modified:
+            conditions["If-Modified-Since"] = known.last_modified
         while True:
             retry_after: float | None = None
             try:
-                async with self._client.stream("GET", url) as response:
+                async with self._client.stream("GET", url, headers=conditions) as response:
                     check_headers(response, shown)
                     status = response.status_code
                     encoding = response.headers.get("Content-Encoding", "").strip().lower()
+                    etag = _validator(response.headers.get("ETag"))
+                    modified = _validator(response.headers.get("Last-Modified"))
+                    if known is not None and (status == 304 or (
+                            status == 200 and etag is not None and etag == known.etag)):
+                        return Fetched(b"", str(response.url), known.etag,
+                                       known.last_modified, not_modified=True)  # fmt: skip
                     if status == 200 and encoding not in ("", "identity"):
                         # Never decoded: a small gzip body can inflate to gigabytes.
                         error = OriginError(shown, f"origin sent Content-Encoding {encoding!r} "
@@ -196,7 +210,7 @@ class HttpClient:
                             data += chunk
                             if len(data) > limit:
                                 raise OriginError(shown, f"larger than {limit} bytes")
-                        return Fetched(bytes(data), str(response.url))
+                        return Fetched(bytes(data), str(response.url), etag, modified)
                     else:
                         error = OriginError(
                             shown, f"HTTP {status}", transient=status in _TRANSIENT_STATUSES

@@ -161,14 +161,16 @@ class Listed:
 
     Attributes:
         name: its name in the folder.
-        content: a seekable source or a sequential file.
+        content: a seekable source or a sequential file (None for a generated file).
         in_playlist: whether the folder's generated playlists list it (seekable files only:
             a folder of variants lists one of them, not every copy).
+        render: a generated file's bytes, made afresh at each open (an episode's notes).
     """
 
     name: str
-    content: ByteSource | Sequential
+    content: ByteSource | Sequential | None
     in_playlist: bool = True
+    render: Callable[[], bytes] | None = None
 
 
 @dataclass(frozen=True)

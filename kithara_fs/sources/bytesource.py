@@ -17,7 +17,7 @@ import abc
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -84,6 +84,9 @@ class ByteSource(abc.ABC):
         variant, live: what the status shows for them (set by kinds that have them).
         endless: set when the URL turned out to serve an endless stream (an internet radio
             station): opens read it like a pipe through this, and the size stays 0.
+        mtime: the file's modification time to show (seconds since the epoch), if its kind
+            knows one (an episode's publication date).
+        facts: Status fields its kind knows of it (an episode's title, guid, date).
     """
 
     def __init__(
@@ -100,6 +103,8 @@ class ByteSource(abc.ABC):
         self.variant: str | None = None
         self.live: bool | None = None
         self.endless: Sequential | None = None
+        self.mtime: float | None = None
+        self.facts: dict[str, Any] = {}
         self.last_error: OriginError | None = None
         self._probe_claimed = False
         self._info_lock = trio.Lock()
@@ -250,7 +255,7 @@ class ByteSource(abc.ABC):
             content_type=meta.content_type if meta else None,
             error=None if error is None else redact_text(error.reason),
             variant=self.variant, live=self.live,
-        )  # fmt: skip
+        ).replace(**self.facts)  # fmt: skip
 
     @property
     def accepts_ranges(self) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from . import hls, progressive, radio
+from . import hls, podcast, progressive, radio
 from .base import Kind
 
 DEFAULT = "file"
@@ -24,6 +24,7 @@ _BUILT_IN = (
     progressive.KIND,
     hls.KIND,
     radio.KIND,
+    podcast.KIND,
 )
 _KINDS: dict[str, Kind] = {kind.name: kind for kind in _BUILT_IN}
 

@@ -60,6 +60,12 @@ class ProgressiveSource(ByteSource):
     ) -> None:  # fmt: skip
         super().__init__(url, http, entry, readahead_seconds)
         self._validated_at: float | None = None
+        # Dynamic ad insertion (podcast hosts): the same URL answers with another version on
+        # another request. Such a source keeps the version it has: a ranged answer of another
+        # version is asked again (a blocking reader waits) until the retries are spent, and
+        # requests go to where the first download's redirects led, resolved once per version.
+        self.versions_vary = False
+        self._resolved: str | None = None
         # What reads this URL if it turns out to be an internet radio station.
         self._as_station = as_station
 
@@ -115,7 +121,9 @@ class ProgressiveSource(ByteSource):
         means offline: the cache serves, and neither this file nor any other of that host
         waits for a check again for a minute.
         """
-        if self.info is None or self.http.recently_unreachable(self.url):
+        if self.info is None or self.http.recently_unreachable(self.url) or self.versions_vary:
+            # With ad insertion, every answer may be "another version": the cached one is kept
+            # (a republished episode comes with a new enclosure URL in its feed).
             return
         with trio.move_on_at(deadline.at) as scope:
             # One check at a time: overlapping opens share its answer instead of replacing
@@ -212,7 +220,10 @@ class ProgressiveSource(ByteSource):
             try:
                 # Opening retries transient failures itself; only a body that breaks off
                 # after it started is retried here, resuming at the first byte not received.
-                async with self.http.open_range(self.url, start, last, expected=info) as body:
+                where = self._resolved or self.url
+                async with self.http.open_range(where, start, last, expected=info) as body:
+                    if self.versions_vary and self._resolved is None:
+                        self._resolved = body.final_url
                     if body.start != start:
                         info = self._note_ranges_ignored(info)
                     offset = body.start
@@ -255,9 +266,16 @@ class ProgressiveSource(ByteSource):
                             raise
                         dropped = exc
             except RemoteChangedError as exc:
+                if self.versions_vary and await self._ask_again(exc, backoff):
+                    continue
                 self._invalidate(version, exc)
                 raise
             except OriginError as exc:
+                if self._resolved is not None and not exc.transient:
+                    # The address the redirects led to may have expired (a signed CDN URL):
+                    # through the feed's URL again, once.
+                    self._resolved = None
+                    continue
                 self.last_error = exc
                 raise
             if dropped is not None:
@@ -267,6 +285,22 @@ class ProgressiveSource(ByteSource):
                     self.last_error = dropped
                     raise
 
+    async def _ask_again(self, exc: RemoteChangedError, backoff: Backoff) -> bool:
+        """Another version answered (ad insertion): wait and ask again for the cached one.
+
+        True to try again; False once the retries are spent, and the new version is taken
+        (handles on the old one then get ESTALE, as for a republished file).
+        """
+        try:
+            await backoff.pause(exc)
+        except RemoteChangedError:
+            log.warning("%s: the origin keeps sending another version; taking it", self.shown)
+            self._resolved = None
+            return False
+        log.info("%s: another version answered (%s); asking again for the one being read",
+                 self.shown, exc.reason)  # fmt: skip
+        return True
+
     def _note_ranges_ignored(self, info: ResourceInfo) -> ResourceInfo:
         if info.accepts_ranges:
             log.info("%s: origin ignores Range; downloading sequentially from byte 0", self.shown)
@@ -275,6 +309,7 @@ class ProgressiveSource(ByteSource):
         return info
 
     def _replace_version(self, info: ResourceInfo) -> None:
+        self._resolved = None
         log.info("%s: changed on the origin; dropping the cached version", self.shown)
         self.version += 1
         self.entry.reset()
@@ -284,6 +319,7 @@ class ProgressiveSource(ByteSource):
     def _invalidate(self, version: int, exc: RemoteChangedError) -> None:
         """Drop the old version once, however many downloads notice the change."""
         self.last_error = exc
+        self._resolved = None
         if version != self.version:
             return
         log.warning("%s: %s; dropping cached bytes", self.shown, exc.reason)

@@ -40,6 +40,8 @@ class Status:
         station: the origin's name for the stream (a station's ``icy-name``).
         genre: the origin's genre for it (``icy-genre``).
         bitrate: kbit/s, as the origin states it (``icy-br``).
+        guid, published, duration: a feed's word on a file: its guid, its publication date
+            (ISO 8601, UTC) and its duration in seconds.
     """
 
     path: str
@@ -60,6 +62,9 @@ class Status:
     station: str | None = None
     genre: str | None = None
     bitrate: int | None = None
+    guid: str | None = None
+    published: str | None = None
+    duration: float | None = None
 
     def replace(self, **changes: Any) -> Status:
         return dataclasses.replace(self, **changes)

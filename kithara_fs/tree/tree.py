@@ -193,9 +193,10 @@ class Tree:
         seekable = []
         listed = {file.name for file in files}
         for name, child in list(folder.children.items()):
-            if name not in listed and isinstance(child, FileNode | PipeNode):
+            if name not in listed and isinstance(child, FileNode | PipeNode | VirtualNode):
                 del folder.children[name]
-                child.removed = True
+                if isinstance(child, FileNode | PipeNode):
+                    child.removed = True
                 self._forget(child)
         for file in files:
             kept = folder.children.get(file.name)
@@ -203,17 +204,24 @@ class Tree:
                 continue
             if isinstance(kept, PipeNode) and kept.file is file.content:
                 continue
+            if isinstance(kept, VirtualNode) and kept.render is file.render:
+                continue
             if isinstance(kept, FileNode | PipeNode):
                 kept.removed = True
                 self._forget(kept)
+            if file.render is not None:
+                self._add(folder, VirtualNode(self._new_inode(), file.name, folder, file.render))
+                continue
             node: FileNode | PipeNode
             if isinstance(file.content, ByteSource):
                 node = FileNode(self._new_inode(), file.name, folder, folder.config, file.content,
                                 listed=True, in_playlist=file.in_playlist)  # fmt: skip
                 seekable.append(node)
-            else:
+            elif file.content is not None:
                 node = PipeNode(self._new_inode(), file.name, folder, folder.config,
                                 file.content, listed=True)  # fmt: skip
+            else:
+                continue
             self._add(folder, node)
         return seekable
 

@@ -82,7 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path)
         range_header = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        plan = origin._plan(path, head, range_header, if_range)
+        plan = origin._plan(path, head, range_header, if_range, self.headers.get("If-None-Match"))
 
         def answer(status: int) -> _Entry:
             # Logged before the first byte goes out: a client that has its response may look at

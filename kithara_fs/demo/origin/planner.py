@@ -35,6 +35,7 @@ class Request:
     head: bool
     range_header: str | None
     if_range: str | None
+    if_none_match: str | None = None
 
 
 @dataclass
@@ -138,6 +139,12 @@ def plan_content(
     faults = plan.faults
     path, head = request.path, request.head
     range_header, if_range = request.range_header, request.if_range
+    if (request.if_none_match is not None and range_header is None
+            and request.if_none_match.strip() == resource.etag):  # fmt: skip
+        # A conditional GET of the current version: 304, no body (RFC 9110 §15.4.5).
+        plan.status, plan.body, plan.body_type = 304, b"", None
+        plan.headers.append(("ETag", resource.etag))
+        return
     total = resource.size
     ignore_range = faults is not None and faults.ignore_range
     plan.accept_ranges = not ignore_range

@@ -1,9 +1,10 @@
 """The loopback origin itself: registered resources, their faults, chaos mode and the log.
 
 Owns: the Origin class — binding its socket, starting and stopping the serving thread,
-registering and replacing resources under validators no earlier version had, the per-path
-Faults and chaos settings, ending stalls, the request log and arrivals, waiting until idle,
-and the lock that makes each request's plan (and its share of the faults) atomic.
+registering and replacing resources under validators no earlier version had, paths that
+serve two versions by turns (an ad-inserting host), the per-path Faults and chaos settings,
+ending stalls, the request log and arrivals, waiting until idle, and the lock that makes
+each request's plan (and its share of the faults) atomic.
 
 Must never: listen on anything but the address it was given (loopback by default), keep
 serving keep-alive connections after stop(), be restarted after stop(), let two versions of
@@ -50,6 +51,8 @@ class Origin:
         # request log holds only answered ones).
         self._arrivals: dict[str, int] = {}
         self._resources: dict[str, _Resource] = {}
+        # Paths that serve two versions by turns (alternate()).
+        self._alternating: dict[str, list[_Resource]] = {}
         self._faults: dict[str, Faults] = {}
         self._connections: set[socket.socket] = set()
         # Every connection ever accepted (a client that reuses connections opens few).
@@ -85,6 +88,16 @@ class Origin:
         if old is None:
             raise KeyError(path)
         self._store(path, data, old.content_type)
+
+    def alternate(self, path: str, other: bytes | Path) -> None:
+        """Serve ``path``'s current bytes and ``other`` by turns, one per request (HEAD too),
+        each under validators of its own: an ad-inserting podcast host."""
+        size = other.stat().st_size if isinstance(other, Path) else len(other)
+        kept = other if isinstance(other, Path) else bytes(other)
+        with self._lock:
+            current = self._resources[path]
+            second = self._mint(path, kept, size, current.content_type, current.stamp + 1)
+            self._alternating[path] = [current, second]
 
     def faults(self, path: str) -> Faults:
         with self._lock:
@@ -242,14 +255,21 @@ class Origin:
             content_type=content_type,
         )
 
-    def _plan(self, path: str, head: bool, range_header: str | None, if_range: str | None) -> _Plan:
+    def _plan(
+        self, path: str, head: bool, range_header: str | None, if_range: str | None,
+        if_none_match: str | None = None,
+    ) -> _Plan:  # fmt: skip
         """Decide this request's answer and consume its share of the faults atomically."""
         with self._lock:
             self._busy += 1
             self._arrivals[path] = self._arrivals.get(path, 0) + 1
             resource = self._resources.get(path)
+            turns = self._alternating.get(path)
+            if turns is not None:
+                resource = turns[0]
+                turns.reverse()
             faults = self._faults.get(path)
-            request = Request(path, head, range_header, if_range)
+            request = Request(path, head, range_header, if_range, if_none_match)
             plan = plan_request(
                 resource, faults, self._release, self._chaos, self._chaos_counts, request
             )

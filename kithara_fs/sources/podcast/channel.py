@@ -1,0 +1,200 @@
+"""A podcast feed, read: the channel's cover and every episode that has audio.
+
+Owns turning an RSS or Atom document into a :class:`Channel` with feedparser (maintained,
+and tolerant of the malformed XML feeds often are): for each item with an audio enclosure
+its guid, title, publication date (UTC), enclosure URL and type, duration (every form
+``itunes:duration`` takes: seconds, ``MM:SS``, ``HH:MM:SS``, fractions) and show notes as
+plain text. ``<enclosure length>`` is never read: hosts get it wrong (0, seconds, 8x), and
+sizes come from the origin.
+
+It must never fetch anything, and never keep a URL that is not http(s).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import feedparser
+
+# Enclosure types and URL suffixes that are audio.
+AUDIO_SUFFIXES = ("mp3", "m4a", "m4b", "aac", "ogg", "oga", "opus", "flac", "wav", "mp4")
+_DURATION = re.compile(r"^(?:(\d{1,3}):)?(?:(\d{1,3}):)?(\d{1,7}(?:\.\d{1,6})?)$")
+# Notes longer than this are cut (they end up in a sidecar file and in memory).
+MAX_NOTES = 64 * 1024
+MAX_TITLE = 300
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One item with audio.
+
+    Attributes:
+        guid: its identity across refreshes (the guid, else the enclosure URL).
+        title: its title, one line.
+        published: seconds since the epoch (UTC), if the feed dates it.
+        url: the enclosure's URL.
+        mime: the enclosure's type, if given.
+        duration: seconds, if ``itunes:duration`` says.
+        notes: the show notes as plain text ("" when none).
+    """
+
+    guid: str
+    title: str
+    published: float | None
+    url: str
+    mime: str | None
+    duration: float | None
+    notes: str
+
+
+@dataclass(frozen=True)
+class Channel:
+    title: str
+    image: str | None
+    episodes: tuple[Episode, ...]
+
+
+def parse_duration(value: Any) -> float | None:
+    """``itunes:duration`` in seconds: "3723", "62:03", "1:02:03", "3723.5"; None if junk."""
+    if not isinstance(value, str):
+        return None
+    match = _DURATION.match(value.strip())
+    if match is None:
+        return None
+    first, second, last = match.groups()
+    parts = [int(p) for p in (first, second) if p is not None]
+    seconds = float(last)
+    for index, part in enumerate(reversed(parts)):
+        seconds += part * 60 ** (index + 1)
+    return seconds
+
+
+class _Text(HTMLParser):
+    """HTML as plain text: block elements end lines, links keep their address."""
+
+    BLOCKS = frozenset({"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "tr",
+                        "blockquote", "pre", "hr"})  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+        elif tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+        elif tag == "a" and self._href:
+            text = "".join(self.parts[-1:])
+            if self._href not in text:
+                self.parts.append(f" <{self._href}>")
+            self._href = None
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    """Show notes as text: tags gone, entities resolved, blank runs folded."""
+    parser = _Text()
+    parser.feed(markup[: MAX_NOTES * 4])
+    parser.close()
+    lines = [" ".join(line.split()) for line in "".join(parser.parts).splitlines()]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return text[:MAX_NOTES]
+
+
+def _one_line(text: str) -> str:
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+def _http(url: str | None, base: str) -> str | None:
+    if not url:
+        return None
+    try:
+        absolute = urljoin(base, url.strip())
+        parts = urlsplit(absolute)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if any(ord(ch) < 33 for ch in absolute):
+        return None
+    return absolute
+
+
+def _enclosure(entry: Any, base: str) -> tuple[str, str | None] | None:
+    for link in entry.get("links", []):
+        if link.get("rel") != "enclosure":
+            continue
+        url = _http(link.get("href"), base)
+        if url is None:
+            continue
+        mime = (link.get("type") or "").split(";")[0].strip().lower() or None
+        suffix = urlsplit(url).path.rsplit(".", 1)[-1].lower()
+        if (mime or "").startswith("audio/") or suffix in AUDIO_SUFFIXES:
+            return url, mime
+    return None
+
+
+def _published(entry: Any) -> float | None:
+    stamp = entry.get("published_parsed") or entry.get("updated_parsed")
+    if stamp is None:
+        return None
+    try:
+        return float(calendar.timegm(stamp))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _notes(entry: Any) -> str:
+    for content in entry.get("content", []):
+        if content.get("value"):
+            return html_to_text(content["value"])
+    return html_to_text(entry.get("summary", "") or "")
+
+
+def parse(body: bytes, base: str) -> Channel:
+    """The channel and its audio episodes, in feed order.
+
+    Raises:
+        ValueError: it is not a feed at all (an HTML page, a broken download), with why.
+    """
+    # No base for feedparser: it would resolve guids against it too (a guid is a name, not
+    # a link); enclosure and image URLs are resolved here instead.
+    parsed = feedparser.parse(body, sanitize_html=True, resolve_relative_uris=False)
+    version = parsed.get("version") or ""
+    if not version and not parsed.entries:
+        reason = parsed.get("bozo_exception")
+        raise ValueError(f"not an RSS or Atom feed{f' ({reason})' if reason else ''}"[:300])
+    episodes = []
+    for entry in parsed.entries:
+        found = _enclosure(entry, base)
+        if found is None:
+            continue
+        url, mime = found
+        guid = str(entry.get("id") or url)[:1000]
+        title = _one_line(str(entry.get("title") or ""))[:MAX_TITLE]
+        episodes.append(Episode(guid, title, _published(entry), url, mime,
+                                parse_duration(entry.get("itunes_duration")),
+                                _notes(entry)))  # fmt: skip
+    feed = parsed.get("feed", {})
+    image = feed.get("image", {}).get("href") if isinstance(feed.get("image"), dict) else None
+    return Channel(_one_line(str(feed.get("title") or ""))[:MAX_TITLE], _http(image, base),
+                   tuple(episodes))  # fmt: skip

@@ -1,0 +1,169 @@
+"""A podcast feed as a folder: one seekable file per episode, its notes, the channel's cover.
+
+Owns :class:`PodcastListing`: fetching the feed (at most :data:`MAX_FEED_BYTES`, again every
+``refresh_seconds`` with a conditional request), parsing it off the event loop (a feed of
+thousands of items takes seconds of CPU), and turning its episodes into the folder's files:
+each episode a progressive file of the enclosure URL (sizes from the origin, never from the
+feed) with its publication date as mtime and its guid, date, duration and title as status
+fields; its notes as ``<name>.txt``; the channel image as ``cover.<ext>``. The newest
+``keep_latest`` only, when set. What was listed is remembered in the cache index, so a
+remount without network lists the folder from there.
+
+It must never list an episode under a new name while its guid stays in the feed, and never
+fetch an episode's audio itself (its source does, when read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ...errors import OriginError, PlaylistError
+from ...net import Fetched
+from ...redact import redact_url
+from ..base import Context, Listed, Listing
+from ..progressive import ProgressiveSource
+from .channel import Channel, Episode, parse
+from .names import Namer, image_extension, safe
+
+log = logging.getLogger(__name__)
+
+# Feeds of thousands of episodes with long notes run to a few MiB; more is not a feed.
+MAX_FEED_BYTES = 32 * 1024 * 1024
+
+
+class PodcastListing(Listing):
+    """One feed's folder."""
+
+    what = "podcast feed"
+
+    def __init__(self, url: str, label: str, context: Context, options: dict[str, Any]) -> None:
+        self.url = url
+        self.label = label
+        self.shown = redact_url(url)
+        self.context = context
+        self.refresh_seconds: float = options["refresh_seconds"]
+        self.keep_latest: int | None = options.get("keep_latest")
+        self._document = f"podcast:{url}"
+        self._loads = 0
+        self._next_refresh = -float("inf")
+        self._known: Fetched | None = None
+        self._files: list[Listed] = []
+        self._notes: dict[str, tuple[str, Callable[[], bytes]]] = {}  # guid -> (text, render)
+        recalled = self._recall()
+        self._namer = Namer(recalled[1] if recalled else None)
+        self._recalled = recalled[0] if recalled else None
+
+    @property
+    def generation(self) -> int:
+        # One more than the loads begun once a refresh is due: the folder is listed again.
+        due = trio.current_time() >= self._next_refresh
+        return self._loads + (1 if due else 0)
+
+    async def load(self) -> list[Listed]:
+        self._loads += 1
+        if not self._files and self._recalled is not None:
+            # After a remount: at once what the last mount listed (offline too), and the
+            # feed fetched again at the next look.
+            self._files = self._list(self._recalled)
+            self._next_refresh = trio.current_time()
+            return self._files
+        self._next_refresh = trio.current_time() + self.refresh_seconds
+        try:
+            fetched = await self.context.http.fetch(self.url, MAX_FEED_BYTES, self._known)
+        except OriginError as exc:
+            if self._files:
+                log.info("%s: feed not refreshed (%s); the folder stays as it is", self.label,
+                         exc.reason)  # fmt: skip
+                return self._files
+            raise
+        if fetched.not_modified and self._files:
+            return self._files
+        try:
+            channel = await trio.to_thread.run_sync(parse, fetched.data, fetched.url)
+        except ValueError as exc:
+            raise PlaylistError(self.label, str(exc)) from None
+        self._known = fetched
+        self._files = self._list(channel)
+        self._remember(channel)
+        return self._files
+
+    # -- the files ---------------------------------------------------------------------------
+
+    def _list(self, channel: Channel) -> list[Listed]:
+        episodes = sorted(channel.episodes, key=lambda e: e.published or 0.0, reverse=True)
+        if self.keep_latest is not None:
+            episodes = episodes[: self.keep_latest]
+        names = self._namer.assign(episodes)
+        files: list[Listed] = []
+        for episode in episodes:
+            name = names[episode.guid]
+            files.append(Listed(name, self._source(episode)))
+            if episode.notes:
+                files.append(Listed(f"{name.rsplit('.', 1)[0]}.txt", None, in_playlist=False,
+                                    render=self._render_notes(episode)))  # fmt: skip
+        if channel.image is not None:
+            cover = self._plain_source(channel.image)
+            files.append(Listed(f"cover.{image_extension(channel.image)}", cover,
+                                in_playlist=False))  # fmt: skip
+        return files
+
+    def _plain_source(self, url: str) -> ProgressiveSource:
+        source = self.context.sources.get(url)
+        if not isinstance(source, ProgressiveSource):
+            source = ProgressiveSource(url, self.context.http, self.context.store.entry(url))
+            self.context.sources[url] = source
+        return source
+
+    def _source(self, episode: Episode) -> ProgressiveSource:
+        source = self._plain_source(episode.url)
+        source.versions_vary = True  # hosts insert ads per request (progressive.py)
+        source.mtime = episode.published
+        published = None
+        if episode.published is not None:
+            published = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(episode.published))
+        source.facts = {"title": episode.title or None, "guid": episode.guid,
+                        "published": published, "duration": episode.duration}  # fmt: skip
+        return source
+
+    def _render_notes(self, episode: Episode) -> Callable[[], bytes]:
+        """The same function for the same notes, so a refresh keeps the file's inode."""
+        known = self._notes.get(episode.guid)
+        if known is not None and known[0] == episode.notes:
+            return known[1]
+        data = (episode.notes + "\n").encode()
+
+        def render() -> bytes:
+            return data
+
+        self._notes[episode.guid] = (episode.notes, render)
+        return render
+
+    # -- across mounts -----------------------------------------------------------------------
+
+    def _remember(self, channel: Channel) -> None:
+        body = {
+            "title": channel.title, "image": channel.image, "names": self._namer.names,
+            "episodes": [e.__dict__ for e in channel.episodes],
+        }  # fmt: skip
+        self.context.store.save_document(self._document, json.dumps(body))
+
+    def _recall(self) -> tuple[Channel, dict[str, str]] | None:
+        text = self.context.store.document(self._document)
+        if not text:
+            return None
+        try:
+            body = json.loads(text)
+            episodes = tuple(Episode(**row) for row in body["episodes"])
+            # Only names we would have made (the index is ours, but a name is a path).
+            names = {str(k): v for k, v in body["names"].items()
+                     if isinstance(v, str) and v == safe(v) and len(v.encode()) <= 255}
+            return Channel(str(body["title"]), body.get("image"), episodes), names
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: the remembered listing is unreadable (%s)", self.label, exc)
+            return None

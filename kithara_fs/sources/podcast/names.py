@@ -1,0 +1,81 @@
+"""Episode file names: ``YYYY-MM-DD Title.ext``, safe, unique, and stable across refreshes.
+
+Owns :class:`Namer`: the name of each episode by its guid, made once (from its UTC
+publication date, its title with characters unsafe in names replaced, and an extension from
+the enclosure URL or type) and then kept for as long as the guid is in the feed, so a
+refresh never renames a file a player has open; a second episode with the same name gets
+`` (2)``, in date order. Also the extensions of enclosures and of the cover.
+
+It must never produce a name with a slash, a control character, a leading dot, or more
+than 255 bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+from .channel import AUDIO_SUFFIXES, Episode
+
+MAX_NAME_BYTES = 255
+_BY_TYPE = {
+    "audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/mp4": "m4a", "audio/x-m4a": "m4a",
+    "audio/m4a": "m4a", "audio/aac": "aac", "audio/aacp": "aac", "audio/ogg": "ogg",
+    "audio/opus": "opus", "audio/flac": "flac", "audio/x-flac": "flac", "audio/wav": "wav",
+    "audio/x-wav": "wav", "audio/wave": "wav", "video/mp4": "mp4",
+}  # fmt: skip
+_IMAGES = {"jpg": "jpg", "jpeg": "jpg", "png": "png", "gif": "gif", "webp": "webp"}
+
+
+def extension(url: str, mime: str | None) -> str:
+    suffix = urlsplit(url).path.rsplit(".", 1)[-1].lower()
+    if suffix in AUDIO_SUFFIXES:
+        return suffix
+    return _BY_TYPE.get(mime or "", "mp3")
+
+
+def image_extension(url: str) -> str:
+    return _IMAGES.get(urlsplit(url).path.rsplit(".", 1)[-1].lower(), "jpg")
+
+
+def safe(text: str) -> str:
+    """Text fit for a file name: separators and control characters replaced, no leading
+    dot, no surrounding blanks."""
+    text = "".join("_" if ch in "/\\" or not ch.isprintable() else ch for ch in text)
+    return text.strip().lstrip(".").strip()
+
+
+def _fit(stem: str, tail: str) -> str:
+    while stem and len(f"{stem}{tail}".encode()) > MAX_NAME_BYTES:
+        stem = stem[:-1].rstrip()
+    return f"{stem}{tail}"
+
+
+class Namer:
+    """Names by guid, kept across refreshes (and across mounts, through :meth:`known`)."""
+
+    def __init__(self, known: Mapping[str, str] | None = None) -> None:
+        self.names: dict[str, str] = dict(known or {})
+
+    def assign(self, episodes: Iterable[Episode]) -> dict[str, str]:
+        """Every episode's name (guid -> name); new guids are named in date order."""
+        current = list(episodes)
+        guids = {e.guid for e in current}
+        # Names of guids that left the feed are free again.
+        self.names = {g: n for g, n in self.names.items() if g in guids}
+        taken = set(self.names.values())
+        for episode in sorted(current, key=lambda e: (e.published or 0.0)):
+            if episode.guid in self.names:
+                continue
+            day = (time.strftime("%Y-%m-%d", time.gmtime(episode.published))
+                   if episode.published is not None else "undated")  # fmt: skip
+            title = safe(episode.title) or "episode"
+            ext = extension(episode.url, episode.mime)
+            name, count = _fit(f"{day} {title}", f".{ext}"), 1
+            while name in taken:
+                count += 1
+                name = _fit(f"{day} {title}", f" ({count}).{ext}")
+            self.names[episode.guid] = name
+            taken.add(name)
+        return dict(self.names)

@@ -1,0 +1,116 @@
+"""Unit tests of the podcast layers alone: reading feeds, durations, notes and names."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from kithara_fs.config import parse_config
+from kithara_fs.errors import ConfigError
+from kithara_fs.sources.podcast.channel import Episode, html_to_text, parse, parse_duration
+from kithara_fs.sources.podcast.names import Namer, extension
+
+BASE = "http://feeds.test/show/feed.xml"
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("3723", 3723.0), ("62:03", 3723.0), ("1:02:03", 3723.0), ("01:02:03", 3723.0),
+     ("3723.5", 3723.5), ("0:00:07.25", 7.25), (" 90 ", 90.0), ("", None), ("1h", None),
+     ("abc", None), (None, None), ("1:2:3:4", None)],
+)  # fmt: skip
+def test_itunes_durations_in_every_form(raw: Any, seconds: float | None) -> None:
+    assert parse_duration(raw) == seconds
+
+
+def test_notes_are_plain_text() -> None:
+    markup = ("<p>Hello <b>world</b> &amp; more.</p><script>x()</script>"
+              "<ul><li>one</li><li>two</li></ul><a href='http://a/'>link</a>")  # fmt: skip
+    assert html_to_text(markup) == "Hello world & more.\n\none\n\ntwo\n\nlink <http://a/>"
+
+
+def rss(items: str, extra: str = "") -> bytes:
+    return (f'<?xml version="1.0"?><rss version="2.0" '
+            f'xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd"><channel>'
+            f"<title>Show</title>{extra}{items}</channel></rss>").encode()  # fmt: skip
+
+
+def test_a_feed_lists_its_audio_items_only() -> None:
+    body = rss(
+        "<item><guid>a</guid><title>One</title><pubDate>Mon, 05 Jan 2026 08:00:00 GMT</pubDate>"
+        '<enclosure url="media/one.mp3" length="0" type="audio/mpeg"/></item>'
+        "<item><guid>b</guid><title>Text only</title></item>"
+        '<item><title>No guid</title><enclosure url="http://cdn.test/x?id=2" type="audio/mp4"/>'
+        "</item>"
+        '<item><guid>c</guid><enclosure url="file:///etc/passwd" type="audio/mpeg"/></item>'
+        '<item><guid>d</guid><enclosure url="http://cdn.test/v.mp4" type="video/mp4"/></item>',
+        '<image><url>http://img.test/c.png</url></image>')  # fmt: skip
+    channel = parse(body, BASE)
+    assert channel.title == "Show" and channel.image == "http://img.test/c.png"
+    assert [(e.guid, e.url, e.mime) for e in channel.episodes] == [
+        ("a", "http://feeds.test/show/media/one.mp3", "audio/mpeg"),
+        ("http://cdn.test/x?id=2", "http://cdn.test/x?id=2", "audio/mp4"),
+        ("d", "http://cdn.test/v.mp4", "video/mp4"),
+    ]
+    assert channel.episodes[0].published == 1767600000.0
+
+
+def test_a_malformed_feed_still_lists_what_it_can() -> None:
+    body = rss('<item><guid>a</guid><title>Broken &amp unescaped < </title>'
+               '<enclosure url="http://cdn.test/a.mp3" type="audio/mpeg"/></item>'
+               "<item><guid>b</guid")  # fmt: skip
+    episodes = parse(body, BASE).episodes
+    assert [e.guid for e in episodes][:1] == ["a"]
+
+
+def test_a_web_page_is_not_a_feed() -> None:
+    with pytest.raises(ValueError, match="not an RSS or Atom feed"):
+        parse(b"<!DOCTYPE html><html><body><h1>Hello</h1></body></html>", BASE)
+
+
+def test_a_feed_of_thousands_of_items_parses() -> None:
+    items = "".join(
+        f'<item><guid>g{i}</guid><title>Episode {i}</title>'
+        f"<pubDate>Mon, 05 Jan 2026 08:00:00 GMT</pubDate>"
+        f'<enclosure url="http://cdn.test/{i}.mp3" type="audio/mpeg"/></item>'
+        for i in range(5000)
+    )
+    assert len(parse(rss(items), BASE).episodes) == 5000
+
+
+def episode(guid: str, title: str, day: str | None, url: str = "http://c/a.mp3") -> Episode:
+    published = None if day is None else float(time.mktime(time.strptime(day, "%Y-%m-%d"))
+                                                - time.timezone)  # fmt: skip
+    return Episode(guid, title, published, url, None, None, "")
+
+
+def test_names_are_dated_safe_unique_and_stable() -> None:
+    namer = Namer()
+    first = namer.assign([episode("a", "AC/DC: live", "2026-01-05"),
+                          episode("b", "Same", "2026-02-10"),
+                          episode("c", "Same", "2026-02-10"),
+                          episode("d", "..hidden", None, "http://c/x")])  # fmt: skip
+    assert first == {"a": "2026-01-05 AC_DC: live.mp3", "b": "2026-02-10 Same.mp3",
+                     "c": "2026-02-10 Same (2).mp3", "d": "undated hidden.mp3"}  # fmt: skip
+    # A refresh where b left the feed and a new one arrived: c keeps its name.
+    again = namer.assign([episode("c", "Same", "2026-02-10"),
+                          episode("e", "Same", "2026-02-10")])  # fmt: skip
+    assert again == {"c": "2026-02-10 Same (2).mp3", "e": "2026-02-10 Same.mp3"}
+    long = Namer().assign([episode("x", "é" * 400, "2026-01-01")])["x"]
+    assert len(long.encode()) <= 255 and long.endswith(".mp3")
+
+
+def test_extensions_come_from_the_url_then_the_type() -> None:
+    assert extension("http://c/a.m4a?x=1", "audio/mpeg") == "m4a"
+    assert extension("http://c/stream", "audio/ogg") == "ogg"
+    assert extension("http://c/stream", None) == "mp3"
+
+
+def test_podcast_keys_are_checked() -> None:
+    stream = {"path": "cast", "url": "http://h/feed.xml", "kind": "podcast"}
+    assert parse_config({"stream": [stream]}).streams[0].option_map == {"refresh_seconds": 3600.0}
+    for key, value in (("refresh_seconds", 1), ("keep_latest", 0), ("keep_latest", True)):
+        with pytest.raises(ConfigError, match=f"stream 1 \\(cast\\): {key}"):
+            parse_config({"stream": [{**stream, key: value}]})
