@@ -103,6 +103,7 @@ async def _serve(
         stack.callback(nursery.cancel_scope.cancel)
         scheduler = Scheduler(nursery)
         registry = Registry(settings, http, store, scheduler, nursery, mountpoint)
+        registry.background.forget = forget_entries
         stack.callback(registry.background.stop)
         try:
             open_session(registry, mountpoint, allow_other=allow_other)

@@ -24,6 +24,7 @@ from .test_mount_playback import decode_md5
 
 pytestmark = pytest.mark.timeout(240)
 
+CHAPTERS = b'{"version": "1.2.0", "chapters": [{"startTime": 0, "title": "Intro"}]}'
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
        b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N"
        b"\x00\x00\x00\x00IEND\xaeB`\x82")  # fmt: skip
@@ -35,18 +36,19 @@ def rfc822(day: str) -> str:
 
 
 def item(guid: str, title: str, day: str, url: str | None, mime: str, length: str,
-         duration: str, notes: str = "") -> str:  # fmt: skip
+         duration: str, notes: str = "", extra: str = "") -> str:  # fmt: skip
     enclosure = f'<enclosure url="{url}" type="{mime}" length="{length}"/>' if url else ""
     return (f"<item><guid isPermaLink=\"false\">{guid}</guid><title>{title}</title>"
             f"<pubDate>{rfc822(day)}</pubDate>{enclosure}"
             f"<itunes:duration>{duration}</itunes:duration>"
-            f"<description><![CDATA[{notes}]]></description></item>")
+            f"<description><![CDATA[{notes}]]></description>{extra}</item>")
 
 
 def feed(origin: Origin, items: list[str]) -> bytes:
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
             '<rss version="2.0" xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd" '
-            'xmlns:podcast="https://podcastindex.org/namespace/1.0"><channel>'
+            'xmlns:podcast="https://podcastindex.org/namespace/1.0" '
+            'xmlns:psc="http://podlove.org/simple-chapters"><channel>'
             "<title>Test Cast</title><link>http://example.org/</link>"
             f'<itunes:image href="{origin.url("/cover.png")}"/>'
             f"<image><url>{origin.url('/cover.png')}</url><title>Test Cast</title></image>"
@@ -57,13 +59,24 @@ def feed(origin: Origin, items: list[str]) -> bytes:
 def cast(origin: Origin, media_files: dict[str, Path]) -> Origin:
     origin.add("/cover.png", PNG, "image/png")
     origin.add("/again.m4a", media_files["aac.m4a"])
+    origin.add("/ep1.json", CHAPTERS, "application/json+chapters")
+    origin.add("/ep1.vtt", b"WEBVTT\n\n00:00.000 --> 00:01.000\nHello\n", "text/vtt")
+    origin.add("/ep1.srt", b"1\n00:00:00,000 --> 00:00:01,000\nHello\n", "application/srt")
+    sidecars = (
+        '<psc:chapters version="1.2"><psc:chapter start="00:00:00.000" title="Intro"/>'
+        '<psc:chapter start="00:01:30.500" title="Main &amp; more"/></psc:chapters>'
+        f'<podcast:chapters url="{origin.url("/ep1.json")}" type="application/json+chapters"/>'
+        f'<podcast:transcript url="{origin.url("/ep1.vtt")}" type="text/vtt"/>'
+        f'<podcast:transcript url="{origin.url("/ep1.srt")}" type="application/srt"/>'
+    )
     # A tracking redirect chain in front of one episode.
     origin.faults("/track/1").redirect_to = origin.url("/track/2")
     origin.faults("/track/2").redirect_to = origin.url("/aac.m4a")
     items = [
         item("ep-1", "AC/DC – Live ünd laut", "2026-01-05 08:00", origin.url("/cbr.mp3"),
              "audio/mpeg", "0", "1:02:03",
-             "<p>First <b>episode</b>.</p><p>Links: <a href='http://example.org/x'>x</a></p>"),
+             "<p>First <b>episode</b>.</p><p>Links: <a href='http://example.org/x'>x</a></p>",
+             sidecars),
         item("ep-2", "Same Title", "2026-02-10 09:30", origin.url("/track/1"), "audio/mp4",
              "12", "62:03"),
         item("ep-3", "Same Title", "2026-02-10 18:00", origin.url("/again.m4a"), "audio/mp4",
@@ -90,7 +103,15 @@ def test_a_feed_is_a_folder_of_its_episodes(
     m = mount({"casts/test": {"url": cast.url("/feed.xml"), "kind": "podcast"}})
     folder = m.path("casts/test")
     names = sorted(os.listdir(folder))
-    assert names == sorted([*EXPECTED, "2026-01-05 AC_DC – Live ünd laut.txt", "cover.png"])
+    first = "2026-01-05 AC_DC – Live ünd laut"
+    sidecars = [f"{first}.txt", f"{first}.chapters.txt", f"{first}.chapters.json",
+                f"{first}.transcript.vtt", f"{first}.transcript-2.srt"]  # fmt: skip
+    assert names == sorted([*EXPECTED, *sidecars, "cover.png"])
+    assert (folder / f"{first}.chapters.txt").read_text() == (
+        "00:00:00.000 Intro\n00:01:30.500 Main & more\n")
+    assert (folder / f"{first}.chapters.json").read_bytes() == CHAPTERS
+    assert (folder / f"{first}.transcript.vtt").read_bytes().startswith(b"WEBVTT")
+    assert (folder / f"{first}.transcript-2.srt").read_bytes().startswith(b"1\n")
     for name, (original, day, duration) in EXPECTED.items():
         path = folder / name
         info = path.stat()
@@ -132,6 +153,9 @@ def test_a_refresh_adds_new_episodes_and_asks_conditionally(
     os.listdir(m.path("cast"))  # a look after the refresh is due
     wait_until(lambda: "2026-04-01 Brand New.mp3" in os.listdir(m.path("cast")),
                "the new episode", seconds=30)  # fmt: skip
+    # The episodes that left the feed are gone, for the kernel's name cache too (they were
+    # looked up above, and the kernel keeps names for a minute unless told).
+    assert not (m.path("cast") / "2026-03-02 Short one.opus").exists()
 
 
 def test_an_ad_inserting_host_never_mixes_two_versions(
@@ -199,3 +223,15 @@ def test_an_offline_remount_lists_and_plays_what_was_cached(
     assert sorted(os.listdir(again.path("cast"))) == listed
     assert (again.path("cast") / episode).read_bytes() == media_files["opus.opus"].read_bytes()
     assert (again.path("cast") / episode).stat().st_size == media_files["opus.opus"].stat().st_size
+
+
+def test_the_newest_episodes_are_downloaded_whole(cast: Origin, mount: MountFactory) -> None:
+    m = mount({"cast": {"url": cast.url("/feed.xml"), "kind": "podcast", "download_latest": 1}})
+    folder = m.path("cast")
+    names = os.listdir(folder)  # the first look lists the feed
+    newest = folder / "2026-03-02 Short one.opus"
+    wait_until(lambda: os.getxattr(newest, "user.kithara.state") == b"cached",
+               "the newest episode downloaded without a reader")  # fmt: skip
+    older = folder / "2026-02-10 Same Title.m4a"
+    assert "2026-02-10 Same Title.m4a" in names
+    assert int(os.getxattr(older, "user.kithara.cached_bytes")) < older.stat().st_size

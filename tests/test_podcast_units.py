@@ -110,7 +110,9 @@ def test_extensions_come_from_the_url_then_the_type() -> None:
 
 def test_podcast_keys_are_checked() -> None:
     stream = {"path": "cast", "url": "http://h/feed.xml", "kind": "podcast"}
-    assert parse_config({"stream": [stream]}).streams[0].option_map == {"refresh_seconds": 3600.0}
-    for key, value in (("refresh_seconds", 1), ("keep_latest", 0), ("keep_latest", True)):
+    assert parse_config({"stream": [stream]}).streams[0].option_map == {
+        "refresh_seconds": 3600.0, "download_latest": 0}  # fmt: skip
+    for key, value in (("refresh_seconds", 1), ("keep_latest", 0), ("keep_latest", True),
+                       ("download_latest", -1)):  # fmt: skip
         with pytest.raises(ConfigError, match=f"stream 1 \\(cast\\): {key}"):
             parse_config({"stream": [{**stream, key: value}]})

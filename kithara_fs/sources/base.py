@@ -165,12 +165,15 @@ class Listed:
         in_playlist: whether the folder's generated playlists list it (seekable files only:
             a folder of variants lists one of them, not every copy).
         render: a generated file's bytes, made afresh at each open (an episode's notes).
+        keep_whole: download it whole in the background and never evict it, for as long as
+            it is listed so (a feed's newest episodes).
     """
 
     name: str
     content: ByteSource | Sequential | None
     in_playlist: bool = True
     render: Callable[[], bytes] | None = None
+    keep_whole: bool = False
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ class Background:
         self._queued: deque[FileNode] = deque()
         self._urgent: deque[FileNode] = deque()
         self._probe_workers = 0
+        # Tells the kernel to forget names a listing no longer has (set by the mount).
+        self.forget: Callable[[list[tuple[int, str]]], None] = lambda removed: None
 
     async def run(self) -> None:
         """Run the tasks until :meth:`stop` (or cancellation)."""
@@ -90,11 +92,15 @@ class Background:
         for folder in self.tree.listings():
             self._start_loading(folder)
         for node in self.tree.files():
-            if node.config.pin and node.source not in self._pinned:
-                self._pinned.add(node.source)
-                self.spawn(node.config.display_path, self._keep_complete, node)
+            if (node.config.pin and not node.listed) or node.keep_whole:
+                self._keep_whole(node)
             else:
                 self.probe(node)
+
+    def _keep_whole(self, node: FileNode) -> None:
+        if node.source not in self._pinned:
+            self._pinned.add(node.source)
+            self.spawn(node.config.display_path, self._keep_complete, node)
 
     # -- listings ----------------------------------------------------------------------------
 
@@ -150,8 +156,14 @@ class Background:
         if folder.removed:
             return
         folder.error = None
-        for node in self.tree.add_listed(folder, files):
+        relisted = self.tree.add_listed(folder, files)
+        for node in relisted.seekable:
             self.probe(node)
+        for child in folder.children.values():
+            if isinstance(child, FileNode) and child.keep_whole:
+                self._keep_whole(child)
+        if relisted.removed:
+            self.forget(relisted.removed)
         if not folder.loaded:
             log.info("%s: %s with %d file(s)", label, folder.listing.what, len(files))
         folder.generation = generation

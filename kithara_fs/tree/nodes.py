@@ -76,10 +76,12 @@ class StreamLeaf:
 
 @dataclass(eq=False)
 class FileNode(StreamLeaf):
-    """A seekable file of known length; ``in_playlist``: the folder's playlists list it."""
+    """A seekable file of known length; ``in_playlist``: the folder's playlists list it;
+    ``keep_whole``: its listing wants it downloaded whole and kept (pinned)."""
 
     source: ByteSource
     in_playlist: bool = field(default=True, kw_only=True)
+    keep_whole: bool = field(default=False, kw_only=True)
 
 
 @dataclass(eq=False)

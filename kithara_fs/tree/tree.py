@@ -38,6 +38,14 @@ class Change:
     added: int
 
 
+@dataclass(frozen=True)
+class Relisted:
+    """What listing a folder did: its new seekable files, and the names it removed."""
+
+    seekable: list[FileNode]
+    removed: list[tuple[int, str]]
+
+
 class Tree:
     """Every node of one mount, addressed by inode.
 
@@ -103,6 +111,9 @@ class Tree:
                     built.append(kept)
             if isinstance(kept, FileNode) and stream.pin:
                 kept.source.set_pinned(True)
+        for node in self.files():  # what listings keep whole stays pinned
+            if node.keep_whole:
+                node.source.set_pinned(True)
         # Companions go last, so a configured stream or folder always wins their name.
         for node in built:
             self._place_companions(node, node.file)
@@ -183,17 +194,20 @@ class Tree:
         else:
             node.file.readahead_seconds = readahead
 
-    def add_listed(self, folder: ListingNode, files: list[Listed]) -> list[FileNode]:
-        """Put a listing's files in its folder; returns the new seekable ones (to be sized).
+    def add_listed(self, folder: ListingNode, files: list[Listed]) -> Relisted:
+        """Put a listing's files in its folder: the new seekable ones (to be sized), and the
+        names removed (for the kernel to forget).
 
         Listed again (its generation moved on), a file of the same name and content keeps
         its node; files no longer listed go as a reload's removed streams do.
         """
         assert folder.config is not None
-        seekable = []
+        seekable: list[FileNode] = []
+        removed: list[tuple[int, str]] = []
         listed = {file.name for file in files}
         for name, child in list(folder.children.items()):
             if name not in listed and isinstance(child, FileNode | PipeNode | VirtualNode):
+                removed.append((folder.inode, name))
                 del folder.children[name]
                 if isinstance(child, FileNode | PipeNode):
                     child.removed = True
@@ -201,6 +215,9 @@ class Tree:
         for file in files:
             kept = folder.children.get(file.name)
             if isinstance(kept, FileNode) and kept.source is file.content:
+                if kept.keep_whole != file.keep_whole:
+                    kept.keep_whole = file.keep_whole
+                    kept.source.set_pinned(file.keep_whole)
                 continue
             if isinstance(kept, PipeNode) and kept.file is file.content:
                 continue
@@ -215,7 +232,10 @@ class Tree:
             node: FileNode | PipeNode
             if isinstance(file.content, ByteSource):
                 node = FileNode(self._new_inode(), file.name, folder, folder.config, file.content,
-                                listed=True, in_playlist=file.in_playlist)  # fmt: skip
+                                listed=True, in_playlist=file.in_playlist,
+                                keep_whole=file.keep_whole)  # fmt: skip
+                if file.keep_whole:
+                    file.content.set_pinned(True)
                 seekable.append(node)
             elif file.content is not None:
                 node = PipeNode(self._new_inode(), file.name, folder, folder.config,
@@ -223,7 +243,7 @@ class Tree:
             else:
                 continue
             self._add(folder, node)
-        return seekable
+        return Relisted(seekable, removed)
 
     def _configured(self) -> list[FileNode | PipeNode | ListingNode]:
         """The nodes the config names: streams and listing folders (not a listing's files)."""

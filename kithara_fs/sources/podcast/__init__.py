@@ -1,8 +1,9 @@
 """The podcast kind: an RSS or Atom feed as a folder of episodes, refreshed by itself.
 
 Owns what the kinds table needs of podcasts: the config keys (``refresh_seconds``,
-``keep_latest``), and building a feed's :class:`~.listing.PodcastListing`. The parts:
-``channel`` reads a feed, ``names`` names episodes, ``listing`` makes the folder's files.
+``keep_latest``, ``download_latest``), and building a feed's
+:class:`~.listing.PodcastListing`. The parts: ``channel`` reads a feed, ``names`` names
+episodes, ``listing`` makes the folder's files.
 
 It must never speak FUSE or choose errnos.
 """
@@ -37,6 +38,11 @@ def check(table: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}keep_latest: must be a whole number of at least 1, "
                               f"not {keep!r}")  # fmt: skip
         options["keep_latest"] = keep
+    download = table.get("download_latest", 0)
+    if isinstance(download, bool) or not isinstance(download, int) or not 0 <= download <= 10_000:
+        raise ConfigError(f"{where}download_latest: must be a whole number from 0 to 10000, "
+                          f"not {download!r}")  # fmt: skip
+    options["download_latest"] = download
     return options
 
 
@@ -46,6 +52,6 @@ def build(spec: Spec, context: Context) -> PodcastListing:
 
 KIND = Kind(
     name="podcast", build=build, check=check,
-    keys=frozenset({"refresh_seconds", "keep_latest"}),
+    keys=frozenset({"refresh_seconds", "keep_latest", "download_latest"}),
     pinnable=False, noun="podcast folder",
 )  # fmt: skip

@@ -18,12 +18,16 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
+from xml.etree.ElementTree import ParseError
 
+import defusedxml.ElementTree as SafeXml
 import feedparser
+from defusedxml import DefusedXmlException
 
 # Enclosure types and URL suffixes that are audio.
 AUDIO_SUFFIXES = ("mp3", "m4a", "m4b", "aac", "ogg", "oga", "opus", "flac", "wav", "mp4")
 _DURATION = re.compile(r"^(?:(\d{1,3}):)?(?:(\d{1,3}):)?(\d{1,7}(?:\.\d{1,6})?)$")
+PODCAST_NS = "https://podcastindex.org/namespace/1.0"
 # Notes longer than this are cut (they end up in a sidecar file and in memory).
 MAX_NOTES = 64 * 1024
 MAX_TITLE = 300
@@ -41,6 +45,9 @@ class Episode:
         mime: the enclosure's type, if given.
         duration: seconds, if ``itunes:duration`` says.
         notes: the show notes as plain text ("" when none).
+        chapters: the URL of its ``podcast:chapters`` file, if any.
+        chapter_marks: its ``psc:chapters`` as text, one ``HH:MM:SS title`` line each.
+        transcripts: (URL, type) of each ``podcast:transcript``.
     """
 
     guid: str
@@ -50,6 +57,9 @@ class Episode:
     mime: str | None
     duration: float | None
     notes: str
+    chapters: str | None = None
+    chapter_marks: str = ""
+    transcripts: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,39 @@ def _notes(entry: Any) -> str:
     return html_to_text(entry.get("summary", "") or "")
 
 
+def _chapter_marks(entry: Any) -> str:
+    """``psc:chapters`` (Podlove simple chapters) as lines of start time and title."""
+    found = entry.get("psc_chapters")
+    chapters = found.get("chapters") if isinstance(found, dict) else None
+    lines = []
+    for chapter in chapters if isinstance(chapters, list) else []:
+        start = _one_line(str(chapter.get("start") or ""))[:20]
+        title = _one_line(str(chapter.get("title") or ""))[:MAX_TITLE]
+        if start:
+            lines.append(f"{start} {title}".rstrip())
+    return "\n".join(lines)
+
+
+def _transcripts(body: bytes, base: str) -> dict[str, list[tuple[str, str | None]]]:
+    """Every ``podcast:transcript`` of each item, by guid (feedparser keeps only the last
+    one). Read again with defusedxml, so only from a well-formed feed."""
+    try:
+        root = SafeXml.fromstring(body)
+    except (ParseError, DefusedXmlException, ValueError):
+        return {}
+    found: dict[str, list[tuple[str, str | None]]] = {}
+    for item in root.iter("item"):
+        guid = (item.findtext("guid") or "").strip()
+        if not guid:
+            enclosure = item.find("enclosure")
+            guid = _http(enclosure.get("url") if enclosure is not None else None, base) or ""
+        for element in item.iter(f"{{{PODCAST_NS}}}transcript"):
+            url = _http(element.get("url"), base)
+            if url is not None and guid:
+                found.setdefault(guid, []).append((url, element.get("type")))
+    return found
+
+
 def parse(body: bytes, base: str) -> Channel:
     """The channel and its audio episodes, in feed order.
 
@@ -184,6 +227,8 @@ def parse(body: bytes, base: str) -> Channel:
         reason = parsed.get("bozo_exception")
         raise ValueError(f"not an RSS or Atom feed{f' ({reason})' if reason else ''}"[:300])
     episodes = []
+    namespaces = parsed.get("namespaces", {}).values()
+    transcripts = _transcripts(body, base) if PODCAST_NS in namespaces else {}
     for entry in parsed.entries:
         found = _enclosure(entry, base)
         if found is None:
@@ -191,9 +236,13 @@ def parse(body: bytes, base: str) -> Channel:
         url, mime = found
         guid = str(entry.get("id") or url)[:1000]
         title = _one_line(str(entry.get("title") or ""))[:MAX_TITLE]
-        episodes.append(Episode(guid, title, _published(entry), url, mime,
-                                parse_duration(entry.get("itunes_duration")),
-                                _notes(entry)))  # fmt: skip
+        chapters = entry.get("podcast_chapters")
+        chapters_url = _http(chapters.get("url"), base) if isinstance(chapters, dict) else None
+        episodes.append(Episode(
+            guid, title, _published(entry), url, mime,
+            parse_duration(entry.get("itunes_duration")), _notes(entry), chapters_url,
+            _chapter_marks(entry), tuple(transcripts.get(guid, ())),
+        ))  # fmt: skip
     feed = parsed.get("feed", {})
     image = feed.get("image", {}).get("href") if isinstance(feed.get("image"), dict) else None
     return Channel(_one_line(str(feed.get("title") or ""))[:MAX_TITLE], _http(image, base),

@@ -29,7 +29,7 @@ from ...redact import redact_url
 from ..base import Context, Listed, Listing
 from ..progressive import ProgressiveSource
 from .channel import Channel, Episode, parse
-from .names import Namer, image_extension, safe
+from .names import Namer, image_extension, safe, transcript_extension
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class PodcastListing(Listing):
         self.context = context
         self.refresh_seconds: float = options["refresh_seconds"]
         self.keep_latest: int | None = options.get("keep_latest")
+        self.download_latest: int = options.get("download_latest", 0)
         self._document = f"podcast:{url}"
         self._loads = 0
         self._next_refresh = -float("inf")
@@ -101,12 +102,25 @@ class PodcastListing(Listing):
             episodes = episodes[: self.keep_latest]
         names = self._namer.assign(episodes)
         files: list[Listed] = []
-        for episode in episodes:
+        for rank, episode in enumerate(episodes):
             name = names[episode.guid]
-            files.append(Listed(name, self._source(episode)))
+            stem = name.rsplit(".", 1)[0]
+            files.append(Listed(name, self._source(episode),
+                                keep_whole=rank < self.download_latest))  # fmt: skip
             if episode.notes:
-                files.append(Listed(f"{name.rsplit('.', 1)[0]}.txt", None, in_playlist=False,
-                                    render=self._render_notes(episode)))  # fmt: skip
+                files.append(Listed(f"{stem}.txt", None, in_playlist=False,
+                                    render=self._render(episode.guid, episode.notes)))
+            if episode.chapter_marks:
+                files.append(Listed(f"{stem}.chapters.txt", None, in_playlist=False,
+                                    render=self._render(f"{episode.guid}#chapters",
+                                                        episode.chapter_marks)))  # fmt: skip
+            if episode.chapters is not None:
+                files.append(Listed(f"{stem}.chapters.json", self._plain_source(episode.chapters),
+                                    in_playlist=False))  # fmt: skip
+            for index, (url, kind) in enumerate(episode.transcripts):
+                number = "" if index == 0 else f"-{index + 1}"
+                files.append(Listed(f"{stem}.transcript{number}.{transcript_extension(url, kind)}",
+                                    self._plain_source(url), in_playlist=False))  # fmt: skip
         if channel.image is not None:
             cover = self._plain_source(channel.image)
             files.append(Listed(f"cover.{image_extension(channel.image)}", cover,
@@ -131,17 +145,18 @@ class PodcastListing(Listing):
                         "published": published, "duration": episode.duration}  # fmt: skip
         return source
 
-    def _render_notes(self, episode: Episode) -> Callable[[], bytes]:
-        """The same function for the same notes, so a refresh keeps the file's inode."""
-        known = self._notes.get(episode.guid)
-        if known is not None and known[0] == episode.notes:
+    def _render(self, key: str, text: str) -> Callable[[], bytes]:
+        """A generated file's bytes; the same function for the same text, so a refresh keeps
+        the file's inode."""
+        known = self._notes.get(key)
+        if known is not None and known[0] == text:
             return known[1]
-        data = (episode.notes + "\n").encode()
+        data = (text + "\n").encode()
 
         def render() -> bytes:
             return data
 
-        self._notes[episode.guid] = (episode.notes, render)
+        self._notes[key] = (text, render)
         return render
 
     # -- across mounts -----------------------------------------------------------------------
@@ -159,7 +174,10 @@ class PodcastListing(Listing):
             return None
         try:
             body = json.loads(text)
-            episodes = tuple(Episode(**row) for row in body["episodes"])
+            episodes = tuple(
+                Episode(**{**row, "transcripts": tuple(tuple(t) for t in row["transcripts"])})
+                for row in body["episodes"]
+            )
             # Only names we would have made (the index is ours, but a name is a path).
             names = {str(k): v for k, v in body["names"].items()
                      if isinstance(v, str) and v == safe(v) and len(v.encode()) <= 255}

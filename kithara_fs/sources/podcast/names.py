@@ -35,6 +35,20 @@ def extension(url: str, mime: str | None) -> str:
     return _BY_TYPE.get(mime or "", "mp3")
 
 
+_TRANSCRIPTS = {
+    "text/vtt": "vtt", "application/srt": "srt", "application/x-subrip": "srt",
+    "text/srt": "srt", "application/json": "json", "text/html": "html", "text/plain": "txt",
+}  # fmt: skip
+
+
+def transcript_extension(url: str, mime: str | None) -> str:
+    found = _TRANSCRIPTS.get((mime or "").split(";")[0].strip().lower())
+    if found is not None:
+        return found
+    suffix = urlsplit(url).path.rsplit(".", 1)[-1].lower()
+    return suffix if suffix in ("vtt", "srt", "json", "html", "txt") else "txt"
+
+
 def image_extension(url: str) -> str:
     return _IMAGES.get(urlsplit(url).path.rsplit(".", 1)[-1].lower(), "jpg")
 
