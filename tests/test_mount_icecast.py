@@ -167,6 +167,8 @@ def test_rewind_starts_behind_live_and_a_finished_track_is_a_file(
     behind = (edge - at) / 16000
     print(f"rewound reader started {behind:.1f} s behind live")
     assert behind >= 8
+    # Stored once the audio after the title change's frame arrived (at once, as a rule).
+    wait_until(lambda: os.listdir(m.path("fm/live.tracks")), "the finished track")
     tracks = os.listdir(m.path("fm/live.tracks"))
     assert [name.split(" ", 1)[1] for name in tracks] == ["The Track.mp3"], tracks
     track = m.path("fm/live.tracks") / tracks[0]

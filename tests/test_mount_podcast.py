@@ -106,7 +106,13 @@ def test_a_feed_is_a_folder_of_its_episodes(
     first = "2026-01-05 AC_DC – Live ünd laut"
     sidecars = [f"{first}.txt", f"{first}.chapters.txt", f"{first}.chapters.json",
                 f"{first}.transcript.vtt", f"{first}.transcript-2.srt"]  # fmt: skip
-    assert names == sorted([*EXPECTED, *sidecars, "cover.png"])
+    assert names == sorted([*EXPECTED, *sidecars, "cover.png", "index.m3u8"])
+    assert (folder / "index.m3u8").read_text().splitlines() == [
+        "#EXTM3U", "#EXTINF:3723,AC/DC – Live ünd laut", f"{first}.mp3",
+        "#EXTINF:3723,Same Title", "2026-02-10 Same Title.m4a",
+        "#EXTINF:3723,Same Title", "2026-02-10 Same Title (2).m4a",
+        "#EXTINF:3724,Short one", "2026-03-02 Short one.opus",
+    ]  # fmt: skip
     assert (folder / f"{first}.chapters.txt").read_text() == (
         "00:00:00.000 Intro\n00:01:30.500 Main & more\n")
     assert (folder / f"{first}.chapters.json").read_bytes() == CHAPTERS
@@ -129,7 +135,10 @@ def test_a_feed_is_a_folder_of_its_episodes(
     window = ("-ss", "100", "-t", "5")
     for name, (original, _, _) in EXPECTED.items():
         assert decode_md5(folder / name, *window) == decode_md5(media_files[original], *window)
+        through_chain = len(cast.requests_for("/track/1"))
         assert decode_md5(folder / name) == decode_md5(media_files[original])
+        # The redirect chain was followed once; later requests went where it led.
+        assert len(cast.requests_for("/track/1")) == through_chain
 
 
 def test_a_refresh_adds_new_episodes_and_asks_conditionally(
@@ -141,7 +150,7 @@ def test_a_refresh_adds_new_episodes_and_asks_conditionally(
     inode = os.stat(m.path("cast/2026-03-02 Short one.opus")).st_ino
     fetches = len(cast.requests_for("/feed.xml"))
     time.sleep(11)
-    assert set(os.listdir(m.path("cast"))) == before  # due: refreshed in the background
+    assert set(os.listdir(m.path("cast"))) == before  # due: refreshed, and nothing changed
     wait_until(lambda: len(cast.requests_for("/feed.xml")) > fetches, "a refresh")
     # Nothing changed: a conditional request, answered 304, and the same files.
     assert [r.status for r in cast.requests_for("/feed.xml")][fetches:] == [304]
@@ -235,3 +244,14 @@ def test_the_newest_episodes_are_downloaded_whole(cast: Origin, mount: MountFact
     older = folder / "2026-02-10 Same Title.m4a"
     assert "2026-02-10 Same Title.m4a" in names
     assert int(os.getxattr(older, "user.kithara.cached_bytes")) < older.stat().st_size
+
+
+def test_a_malformed_feed_lists_what_it_can(origin: Origin, mount: MountFactory) -> None:
+    good = item("ok", "Readable", "2026-01-02 10:00", origin.url("/cbr.mp3"), "audio/mpeg",
+                "0", "60")  # fmt: skip
+    broken = (feed(origin, [good]).replace(b"</channel></rss>", b"")
+              + b"<item><title>Cut & <b>unclosed</title><enclosure url=")  # fmt: skip
+    origin.add("/cover.png", PNG, "image/png")
+    origin.add("/broken.xml", broken, "application/rss+xml")
+    m = mount({"cast": {"url": origin.url("/broken.xml"), "kind": "podcast"}})
+    assert "2026-01-02 Readable.mp3" in os.listdir(m.path("cast"))

@@ -107,12 +107,10 @@ class Background:
     async def expand(self, folder: ListingNode, budget: float) -> None:
         """Make sure a listing folder shows its files (waiting at most ``budget``).
 
-        A folder already listed is listed again in the background when its listing says so
-        (a feed due for a refresh), and shows what it has meanwhile.
+        A folder already listed is listed again when its listing says so (a station's new
+        track, a feed due for a refresh), waited for as a first load is.
         """
         self._start_loading(folder)
-        if folder.loaded:
-            return
         with trio.move_on_after(budget):
             # A failed load is not waited for again until its retry is due.
             await folder.attempt.wait()

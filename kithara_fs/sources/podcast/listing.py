@@ -35,6 +35,20 @@ log = logging.getLogger(__name__)
 
 # Feeds of thousands of episodes with long notes run to a few MiB; more is not a feed.
 MAX_FEED_BYTES = 32 * 1024 * 1024
+# The folder's playlist, under the name every folder's has.
+PLAYLIST = "index.m3u8"
+
+
+def _playlist(episodes: list[Episode], names: dict[str, str]) -> str:
+    """The episodes in date order, oldest first, as an extended M3U (durations from the
+    feed, -1 when it gives none; names relative to the folder)."""
+    lines = ["#EXTM3U"]
+    for episode in sorted(episodes, key=lambda e: (e.published or 0.0, names[e.guid])):
+        seconds = -1 if episode.duration is None else round(episode.duration)
+        title = episode.title or names[episode.guid]
+        name = names[episode.guid]
+        lines += [f"#EXTINF:{seconds},{title}", f"./{name}" if name.startswith("#") else name]
+    return "\n".join(lines)
 
 
 class PodcastListing(Listing):
@@ -125,6 +139,8 @@ class PodcastListing(Listing):
             cover = self._plain_source(channel.image)
             files.append(Listed(f"cover.{image_extension(channel.image)}", cover,
                                 in_playlist=False))  # fmt: skip
+        files.append(Listed(PLAYLIST, None, in_playlist=False,
+                            render=self._render("#playlist", _playlist(episodes, names))))
         return files
 
     def _plain_source(self, url: str) -> ProgressiveSource:
