@@ -214,7 +214,7 @@ def test_a_feed_of_5000_episodes_lists(origin: Origin, mount: MountFactory) -> N
     origin.add("/big.xml", feed(origin, items), "application/rss+xml")
     m = mount({"big": {"url": origin.url("/big.xml"), "kind": "podcast"}})
     names = os.listdir(m.path("big"))
-    assert len(names) == 5001 and "2026-01-16 Episode 4999.mp3" in names  # and the cover
+    assert len(names) == 5002 and "2026-01-16 Episode 4999.mp3" in names  # cover, playlist
 
 
 def test_an_offline_remount_lists_and_plays_what_was_cached(
