@@ -51,7 +51,7 @@ def test_a_feed_lists_its_audio_items_only() -> None:
     assert channel.title == "Show" and channel.image == "http://img.test/c.png"
     assert [(e.guid, e.url, e.mime) for e in channel.episodes] == [
         ("a", "http://feeds.test/show/media/one.mp3", "audio/mpeg"),
-        ("http://cdn.test/x?id=2", "http://cdn.test/x?id=2", "audio/mp4"),
+        ("sha256:310a0b9371150ecd2622edc41eb2d8e0", "http://cdn.test/x?id=2", "audio/mp4"),
         ("d", "http://cdn.test/v.mp4", "video/mp4"),
     ]
     assert channel.episodes[0].published == 1767600000.0
@@ -116,3 +116,47 @@ def test_podcast_keys_are_checked() -> None:
                        ("download_latest", -1)):  # fmt: skip
         with pytest.raises(ConfigError, match=f"stream 1 \\(cast\\): {key}"):
             parse_config({"stream": [{**stream, key: value}]})
+
+
+# -- found by a hostile-input review --------------------------------------------------------
+
+
+def test_a_guidless_item_shows_no_secret_of_its_url() -> None:
+    body = rss('<item><title>Bonus</title><enclosure type="audio/mpeg" '
+               'url="https://listener:hunter2@cdn.test/b.mp3?token=SECRET"/></item>')  # fmt: skip
+    (only,) = parse(body, BASE).episodes
+    assert only.guid.startswith("sha256:") and "hunter2" not in only.guid
+    assert "SECRET" not in only.guid
+
+
+def test_repeated_and_huge_guids_stay_apart() -> None:
+    items = "".join(f'<item><guid>{g}</guid><enclosure url="http://c/{i}.mp3" type="audio/mpeg"/>'
+                    "</item>" for i, g in enumerate(["same", "same", "x" * 2000]))  # fmt: skip
+    guids = [e.guid for e in parse(rss(items), BASE).episodes]
+    assert len(set(guids)) == 3 and all(len(g) <= 1000 for g in guids)
+
+
+def test_entity_declarations_are_refused() -> None:
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY a "aaaaaaaaaa">]>'
+            b"<rss><channel><title>&a;</title></channel></rss>")  # fmt: skip
+    with pytest.raises(ValueError, match="entities"):
+        parse(bomb, BASE)
+
+
+def test_a_feedparser_slip_is_a_one_line_error() -> None:
+    body = rss('<item><guid>a</guid><enclosure url="http://c/a.mp3" type="audio/mpeg"/>'
+               '<psc:chapters><psc:chapter title="no start"/></psc:chapters></item>'
+               ).replace(b"<rss ", b'<rss xmlns:psc="http://podlove.org/simple-chapters" ')
+    try:
+        parse(body, BASE)
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+
+
+def test_sidecars_of_two_episodes_never_share_a_name() -> None:
+    names = Namer().assign([episode("a", "Show", "2026-01-05", "http://c/a.mp3"),
+                            episode("b", "Show", "2026-01-05", "http://c/b.m4a"),
+                            episode("c", "ü" * 200, "2026-01-05")])  # fmt: skip
+    stems = [n.rsplit(".", 1)[0] for n in names.values()]
+    assert len(set(stems)) == 3
+    assert all(len(f"{stem}.transcript-2.html".encode()) <= 255 for stem in stems)

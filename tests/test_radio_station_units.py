@@ -32,6 +32,8 @@ from kithara_fs.sources.radio.tracks import Tracks, _file_name
 from kithara_fs.tree.nodes import DirNode, ListingNode
 from kithara_fs.tree.tree import Tree
 
+from .fakes import streamed
+
 URL = "http://station.test/live.mp3"
 FRAME = bytes([0xFF, 0xFB, 0x90, 0x00]) + bytes(413)  # one MP3 frame, 417 bytes
 
@@ -220,3 +222,58 @@ async def test_a_configured_folder_wins_over_a_stations_tracks_folder(
         assert type(tracks) is DirNode and "foo.mp3" in tracks.children
         assert not isinstance(tracks, ListingNode)
         assert "x.mp3.titles" in folder.children  # the other companion is still there
+
+
+# -- a podcast episode behind an ad-stitching redirect (also from a hostile-input review) -----
+
+
+class _Cursor:
+    """Just enough of the scheduler's cursor for one download to a fixed target."""
+
+    open_ended = False
+    reach = 65536
+
+    def __init__(self, pos: int, target: int) -> None:
+        self.pos, self.target = pos, target
+
+    async def wait_for_target(self, beyond: int, patience: float) -> bool:
+        return False
+
+    def beside(self, work: Callable[[], Any]) -> None:
+        return None
+
+
+async def test_two_downloads_that_start_together_keep_one_version(
+    store: CacheStore, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The tracker redirects to A or B by turns; both the same length, no validators at all:
+    # only where the redirects led tells them apart.
+    size = 120_000
+    bodies = {"/v/A.mp3": b"A" * size, "/v/B.mp3": b"B" * size}
+    turn = [0]
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(0.01)  # both downloads' requests are out before either answer
+        if request.url.path == "/ep.mp3":
+            turn[0] += 1
+            target = "/v/A.mp3" if turn[0] % 2 else "/v/B.mp3"
+            return httpx.Response(302, headers={"Location": f"https://cdn.test{target}"})
+        data = bodies[request.url.path]
+        first, last = (int(x) for x in request.headers["Range"][6:].split("-"))
+        part = data[first : last + 1]
+        return httpx.Response(206, content=streamed(part), headers={
+            "Content-Range": f"bytes {first}-{first + len(part) - 1}/{size}",
+            "Content-Length": str(len(part))})  # fmt: skip
+
+    from kithara_fs.sources.progressive import ProgressiveSource
+
+    async with HttpClient(transport=httpx.MockTransport(answer)) as http:
+        url = "https://tracker.test/ep.mp3"
+        source = ProgressiveSource(url, http, store.entry(url))
+        source.versions_vary = True
+        await source.ensure_info()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(source.download, _Cursor(0, 60_000))
+            nursery.start_soon(source.download, _Cursor(60_000, size))
+        whole = source.read_cached(0, size)
+    assert whole is not None and whole in (bodies["/v/A.mp3"], bodies["/v/B.mp3"])

@@ -66,6 +66,7 @@ class ProgressiveSource(ByteSource):
         # requests go to where the first download's redirects led, resolved once per version.
         self.versions_vary = False
         self._resolved: str | None = None
+        self._bypass = False
         # What reads this URL if it turns out to be an internet radio station.
         self._as_station = as_station
 
@@ -220,10 +221,17 @@ class ProgressiveSource(ByteSource):
             try:
                 # Opening retries transient failures itself; only a body that breaks off
                 # after it started is retried here, resuming at the first byte not received.
-                where = self._resolved or self.url
+                where = (self._resolved if not self._bypass else None) or self.url
                 async with self.http.open_range(where, start, last, expected=info) as body:
-                    if self.versions_vary and self._resolved is None:
-                        self._resolved = body.final_url
+                    if self.versions_vary:
+                        if self._resolved is None:
+                            self._resolved = body.final_url
+                        elif body.final_url != self._resolved:
+                            # Led elsewhere than the bytes cached so far came from (two
+                            # downloads that started together, an expired address): another
+                            # version, whatever its length and validators say.
+                            raise RemoteChangedError(self.shown, "the redirects led to "
+                                                     "another file than before")
                     if body.start != start:
                         info = self._note_ranges_ignored(info)
                     offset = body.start
@@ -271,10 +279,11 @@ class ProgressiveSource(ByteSource):
                 self._invalidate(version, exc)
                 raise
             except OriginError as exc:
-                if self._resolved is not None and not exc.transient:
+                if self._resolved is not None and not self._bypass and not exc.transient:
                     # The address the redirects led to may have expired (a signed CDN URL):
-                    # through the feed's URL again, once.
-                    self._resolved = None
+                    # through the feed's URL again, once (an answer from elsewhere is then
+                    # another version, above).
+                    self._bypass = True
                     continue
                 self.last_error = exc
                 raise
@@ -295,7 +304,6 @@ class ProgressiveSource(ByteSource):
             await backoff.pause(exc)
         except RemoteChangedError:
             log.warning("%s: the origin keeps sending another version; taking it", self.shown)
-            self._resolved = None
             return False
         log.info("%s: another version answered (%s); asking again for the one being read",
                  self.shown, exc.reason)  # fmt: skip
@@ -309,7 +317,7 @@ class ProgressiveSource(ByteSource):
         return info
 
     def _replace_version(self, info: ResourceInfo) -> None:
-        self._resolved = None
+        self._resolved, self._bypass = None, False
         log.info("%s: changed on the origin; dropping the cached version", self.shown)
         self.version += 1
         self.entry.reset()
@@ -319,7 +327,7 @@ class ProgressiveSource(ByteSource):
     def _invalidate(self, version: int, exc: RemoteChangedError) -> None:
         """Drop the old version once, however many downloads notice the change."""
         self.last_error = exc
-        self._resolved = None
+        self._resolved, self._bypass = None, False
         if version != self.version:
             return
         log.warning("%s: %s; dropping cached bytes", self.shown, exc.reason)

@@ -13,6 +13,7 @@ It must never fetch anything, and never keep a URL that is not http(s).
 from __future__ import annotations
 
 import calendar
+import hashlib
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -219,9 +220,15 @@ def parse(body: bytes, base: str) -> Channel:
     Raises:
         ValueError: it is not a feed at all (an HTML page, a broken download), with why.
     """
+    if b"<!ENTITY" in body[:65536]:
+        # Entity declarations: feeds need none, and expansion is a CPU and memory bomb.
+        raise ValueError("the feed declares XML entities (refused)")
     # No base for feedparser: it would resolve guids against it too (a guid is a name, not
     # a link); enclosure and image URLs are resolved here instead.
-    parsed = feedparser.parse(body, sanitize_html=True, resolve_relative_uris=False)
+    try:
+        parsed = feedparser.parse(body, sanitize_html=True, resolve_relative_uris=False)
+    except Exception as exc:  # feedparser's own slips (a chapter without start: TypeError)
+        raise ValueError(f"unreadable feed ({type(exc).__name__}: {exc})"[:300]) from None
     version = parsed.get("version") or ""
     if not version and not parsed.entries:
         reason = parsed.get("bozo_exception")
@@ -229,12 +236,20 @@ def parse(body: bytes, base: str) -> Channel:
     episodes = []
     namespaces = parsed.get("namespaces", {}).values()
     transcripts = _transcripts(body, base) if PODCAST_NS in namespaces else {}
+    seen: set[str] = set()
     for entry in parsed.entries:
         found = _enclosure(entry, base)
         if found is None:
             continue
         url, mime = found
-        guid = str(entry.get("id") or url)[:1000]
+        # Without a guid, the URL identifies it, hashed: it may carry credentials or a token,
+        # and the guid is shown. A long or repeated guid is made unique the same way.
+        raw_guid = str(entry.get("id") or "")
+        guid = raw_guid if raw_guid and len(raw_guid) <= 1000 else (
+            "sha256:" + hashlib.sha256((raw_guid or url).encode()).hexdigest()[:32])
+        while guid in seen:
+            guid += "#2"
+        seen.add(guid)
         title = _one_line(str(entry.get("title") or ""))[:MAX_TITLE]
         chapters = entry.get("podcast_chapters")
         chapters_url = _http(chapters.get("url"), base) if isinstance(chapters, dict) else None

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Feeds of thousands of episodes with long notes run to a few MiB; more is not a feed.
 MAX_FEED_BYTES = 32 * 1024 * 1024
+# The longest a feed's fetch may take, however slowly its bytes come.
+FEED_SECONDS = 60.0
 # The folder's playlist, under the name every folder's has.
 PLAYLIST = "index.m3u8"
 
@@ -85,25 +87,45 @@ class PodcastListing(Listing):
         if not self._files and self._recalled is not None:
             # After a remount: at once what the last mount listed (offline too), and the
             # feed fetched again at the next look.
-            self._files = self._list(self._recalled)
-            self._next_refresh = trio.current_time()
-            return self._files
-        self._next_refresh = trio.current_time() + self.refresh_seconds
+            recalled, self._recalled = self._recalled, None
+            try:
+                self._files = self._list(recalled)
+            except Exception as exc:  # a garbled document: fetch instead
+                log.warning("%s: the remembered listing is unusable (%s)", self.label, exc)
+                self._files = []
+            if self._files:
+                self._next_refresh = trio.current_time()
+                return self._files
         try:
-            fetched = await self.context.http.fetch(self.url, MAX_FEED_BYTES, self._known)
+            # A whole budget for the feed: a host that trickles a byte a second never
+            # trips the stall timeout, and would hold the folder's load for ever.
+            with trio.fail_after(FEED_SECONDS):
+                fetched = await self.context.http.fetch(self.url, MAX_FEED_BYTES, self._known)
+        except trio.TooSlowError:
+            self._next_refresh = trio.current_time() + self.refresh_seconds
+            if self._files:
+                return self._files
+            raise OriginError(self.shown, f"the feed took over {FEED_SECONDS:.0f} s") from None
         except OriginError as exc:
+            self._next_refresh = trio.current_time() + self.refresh_seconds
             if self._files:
                 log.info("%s: feed not refreshed (%s); the folder stays as it is", self.label,
                          exc.reason)  # fmt: skip
                 return self._files
             raise
-        if fetched.not_modified and self._files:
+        if fetched.not_modified and self._known is not None:
+            self._next_refresh = trio.current_time() + self.refresh_seconds
             return self._files
         try:
             channel = await trio.to_thread.run_sync(parse, fetched.data, fetched.url)
         except ValueError as exc:
             raise PlaylistError(self.label, str(exc)) from None
-        self._known = fetched
+        finally:
+            # Counted from the end of the load: a parse slower than the interval must not
+            # make the folder due again at once.
+            self._next_refresh = trio.current_time() + self.refresh_seconds
+        # Only the validators are kept, not the body (up to 32 MiB).
+        self._known = Fetched(b"", fetched.url, fetched.etag, fetched.last_modified)
         self._files = self._list(channel)
         self._remember(channel)
         return self._files
@@ -141,7 +163,12 @@ class PodcastListing(Listing):
                                 in_playlist=False))  # fmt: skip
         files.append(Listed(PLAYLIST, None, in_playlist=False,
                             render=self._render("#playlist", _playlist(episodes, names))))
-        return files
+        # One file per name: a sidecar that an odd title would share with another file's
+        # name is left out rather than hiding it.
+        unique: dict[str, Listed] = {}
+        for file in files:
+            unique.setdefault(file.name, file)
+        return list(unique.values())
 
     def _plain_source(self, url: str) -> ProgressiveSource:
         source = self.context.sources.get(url)

@@ -60,8 +60,13 @@ def safe(text: str) -> str:
     return text.strip().lstrip(".").strip()
 
 
+# Room kept for the longest sidecar suffix (".transcript-NN.html" is 20 bytes more than
+# ".mp3"), so sidecar names fit in 255 bytes too.
+SIDECAR_ROOM = 24
+
+
 def _fit(stem: str, tail: str) -> str:
-    while stem and len(f"{stem}{tail}".encode()) > MAX_NAME_BYTES:
+    while stem and len(f"{stem}{tail}".encode()) > MAX_NAME_BYTES - SIDECAR_ROOM:
         stem = stem[:-1].rstrip()
     return f"{stem}{tail}"
 
@@ -78,7 +83,8 @@ class Namer:
         guids = {e.guid for e in current}
         # Names of guids that left the feed are free again.
         self.names = {g: n for g, n in self.names.items() if g in guids}
-        taken = set(self.names.values())
+        # Stems, not names: "Show.mp3" and "Show.m4a" would share their sidecars' names.
+        taken = {name.rsplit(".", 1)[0] for name in self.names.values()}
         for episode in sorted(current, key=lambda e: (e.published or 0.0)):
             if episode.guid in self.names:
                 continue
@@ -87,9 +93,9 @@ class Namer:
             title = safe(episode.title) or "episode"
             ext = extension(episode.url, episode.mime)
             name, count = _fit(f"{day} {title}", f".{ext}"), 1
-            while name in taken:
+            while name.rsplit(".", 1)[0] in taken:
                 count += 1
                 name = _fit(f"{day} {title}", f" ({count}).{ext}")
             self.names[episode.guid] = name
-            taken.add(name)
+            taken.add(name.rsplit(".", 1)[0])
         return dict(self.names)
