@@ -16,7 +16,7 @@ import struct
 
 # MPEG audio: kbit/s by [version is MPEG-1][layer][index]; layer III is what podcasts use,
 # layers I/II are included because the table is tiny.
-_MP3_BITRATES = {
+MP3_BITRATES = {
     (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
     (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
     (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
@@ -24,7 +24,7 @@ _MP3_BITRATES = {
     (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
     (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
 }
-_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+MP3_SAMPLE_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 # Bytes of the head and tail the parsers want: enough for an ID3v2 tag with a small cover,
 # the first MPEG frame, FLAC's first metadata block, and an MP4 moov at either end.
 HEAD_BYTES = 256 * 1024
@@ -134,8 +134,8 @@ def _mp3(head: bytes, length: int) -> float | None:
         if version == 1 or layer == 4 or index in (0, 15) or rate_index == 3:
             continue
         mpeg1 = version == 3
-        kbps = _MP3_BITRATES[(mpeg1, layer)][index]
-        sample_rate = _MP3_RATES[version][rate_index]
+        kbps = MP3_BITRATES[(mpeg1, layer)][index]
+        sample_rate = MP3_SAMPLE_RATES[version][rate_index]
         samples = 384 if layer == 1 else (1152 if mpeg1 or layer == 2 else 576)
         frames = _vbr_frames(head, pos)
         if frames:

@@ -14,16 +14,10 @@ from __future__ import annotations
 
 import re
 
-# Bitrates in kbit/s by (MPEG-1?, layer) and the header's 4-bit index (0 = free, 15 = bad).
-_BITRATES = {
-    (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
-    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
-    (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
-    (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
-    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-    (False, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-}
-_SAMPLE_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+from ...bitrate import MP3_BITRATES, MP3_SAMPLE_RATES
+
+# kbit/s by (MPEG-1?, layer) and the header's 4-bit index; sample rates by version bits.
+_BITRATES, _SAMPLE_RATES = MP3_BITRATES, MP3_SAMPLE_RATES
 # Enough bytes to judge any header (ADTS needs 7).
 HEADER = 7
 # A frame is never longer than this (MPEG-1 layer II at 384 kbit/s and 32 kHz: 1728 bytes;
