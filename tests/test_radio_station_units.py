@@ -277,3 +277,25 @@ async def test_two_downloads_that_start_together_keep_one_version(
             nursery.start_soon(source.download, _Cursor(60_000, size))
         whole = source.read_cached(0, size)
     assert whole is not None and whole in (bodies["/v/A.mp3"], bodies["/v/B.mp3"])
+
+
+async def test_a_relisted_name_with_new_content_is_forgotten_and_unpinned(
+    store: CacheStore,
+) -> None:
+    from kithara_fs.sources import Listed
+    from kithara_fs.sources.progressive import ProgressiveSource
+
+    settings = parse_config({"stream": [{"path": "cast", "url": URL, "kind": "podcast"}]})
+    async with HttpClient() as http:
+        tree = Tree(settings, Context(http, store), store, lambda: b"")
+        tree.apply(settings)
+        folder = tree.root.children["cast"]
+        assert isinstance(folder, ListingNode)
+        old = ProgressiveSource("http://c/old.mp3", http, store.entry("http://c/old.mp3"))
+        new = ProgressiveSource("http://c/new.mp3", http, store.entry("http://c/new.mp3"))
+        tree.add_listed(folder, [Listed("ep.mp3", old, keep_whole=True)])
+        assert old.pinned
+        relisted = tree.add_listed(folder, [Listed("ep.mp3", new)])
+        # The same name, another file: the kernel must forget the name, the old pin goes.
+        assert relisted.removed == [(folder.inode, "ep.mp3")]
+        assert not old.pinned and not new.pinned

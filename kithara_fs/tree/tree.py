@@ -209,9 +209,7 @@ class Tree:
             if name not in listed and isinstance(child, FileNode | PipeNode | VirtualNode):
                 removed.append((folder.inode, name))
                 del folder.children[name]
-                if isinstance(child, FileNode | PipeNode):
-                    child.removed = True
-                self._forget(child)
+                self._drop_listed(child)
         for file in files:
             kept = folder.children.get(file.name)
             if isinstance(kept, FileNode) and kept.source is file.content:
@@ -223,9 +221,10 @@ class Tree:
                 continue
             if isinstance(kept, VirtualNode) and kept.render is file.render:
                 continue
-            if isinstance(kept, FileNode | PipeNode):
-                kept.removed = True
-                self._forget(kept)
+            if isinstance(kept, FileNode | PipeNode | VirtualNode):
+                # The name stays, with other content: the kernel must forget the old inode.
+                removed.append((folder.inode, file.name))
+                self._drop_listed(kept)
             if file.render is not None:
                 self._add(folder, VirtualNode(self._new_inode(), file.name, folder, file.render))
                 continue
@@ -244,6 +243,15 @@ class Tree:
                 continue
             self._add(folder, node)
         return Relisted(seekable, removed)
+
+    def _drop_listed(self, child: FileNode | PipeNode | VirtualNode) -> None:
+        """A listed file goes: no longer pinned for its listing, forgotten once unread."""
+        if isinstance(child, FileNode) and child.keep_whole:
+            child.keep_whole = False
+            child.source.set_pinned(False)
+        if isinstance(child, FileNode | PipeNode):
+            child.removed = True
+        self._forget(child)
 
     def _configured(self) -> list[FileNode | PipeNode | ListingNode]:
         """The nodes the config names: streams and listing folders (not a listing's files)."""
