@@ -195,6 +195,56 @@ def test_an_ad_inserting_host_never_mixes_two_versions(
     assert len(origin.requests_for("/ep.mp3")) >= 3
 
 
+def test_a_host_that_never_sends_one_version_twice_plays_and_downloads_whole(
+    origin: Origin, mount: MountFactory, media_files: dict[str, Path]
+) -> None:
+    # Three ad cuts of one episode by turns, each answer under validators never seen before:
+    # no ranged request can ever continue a version. The policy (progressive.py): the first
+    # version that answers a download is taken, whole from byte 0 on that one request.
+    # (Three files stand for three cuts: other bytes, other lengths, each decodable.)
+    files = {media_files[name].read_bytes(): media_files[name]
+             for name in ("cbr.mp3", "vbr.mp3", "aac.m4a")}  # fmt: skip
+    cuts = list(files)
+    origin.add("/cover.png", PNG, "image/png")
+    origin.add("/ep.mp3", cuts[0], "audio/mpeg")
+    origin.alternate("/ep.mp3", *cuts[1:])
+    origin.faults("/ep.mp3").fresh_etag = True
+    # Two episodes, each through a tracking redirect, to the one ad-stitching address.
+    for hop in ("/go/1.mp3", "/go/2.mp3"):
+        origin.faults(hop).redirect_to = origin.url("/ep.mp3")
+    items = [item("ep", "Ads", "2026-05-01 10:00", origin.url("/go/1.mp3"), "audio/mpeg",
+                  "0", "1"),
+             item("old", "Older", "2026-04-01 10:00", origin.url("/go/2.mp3"), "audio/mpeg",
+                  "0", "1")]  # fmt: skip
+    origin.add("/feed.xml", feed(origin, items), "application/rss+xml")
+    m = mount({"cast": {"url": origin.url("/feed.xml"), "kind": "podcast", "download_latest": 1}})
+    m.expect_log("another version")
+    path, older = m.path("cast/2026-05-01 Ads.mp3"), m.path("cast/2026-04-01 Older.mp3")
+    # Like a player: the middle first, then the whole file in order, on one handle. The
+    # newest episode's background download races this reader for the first version.
+    with open(older, "rb", buffering=0) as f:
+        mid = min(map(len, cuts)) // 2  # inside whichever cut is taken
+        f.seek(mid)
+        middle = f.read(65536)
+        f.seek(0)
+        whole = bytearray()
+        while chunk := f.read(131072):
+            whole += chunk
+    assert bytes(whole) in cuts
+    assert middle and middle == bytes(whole)[mid : mid + len(middle)]
+    # The size shown follows the version taken (an incomplete file's attributes are kept
+    # for a second only).
+    wait_until(lambda: older.stat().st_size == len(whole), "the size of the version taken")
+    # It is cached whole: ffmpeg decodes it like the cut it is, with no request of its own.
+    asked = len(origin.requests_for("/ep.mp3"))
+    assert decode_md5(older) == decode_md5(files[bytes(whole)])
+    assert len(origin.requests_for("/ep.mp3")) == asked
+    # download_latest converges too: the newest episode ends up cached, as one cut.
+    wait_until(lambda: os.getxattr(path, "user.kithara.state") == b"cached",
+               "the newest episode downloaded whole")  # fmt: skip
+    assert path.read_bytes() in cuts
+
+
 def test_bad_feeds_leave_an_empty_folder_that_says_why(
     origin: Origin, mount: MountFactory
 ) -> None:

@@ -248,7 +248,9 @@ class Scheduler:
                 reader.cursors.append(cursor)
                 continue
             cursor.owners.discard(reader)
-            if not cursor.owners and not cursor.done:
+            # A version downloaded whole (ad insertion) is finished: a new request for the
+            # rest could bring another version.
+            if not cursor.owners and not cursor.done and not cursor.source.spools_whole:
                 cursor.scope.cancel()
 
     def active(self, source: ByteSource) -> int:

@@ -171,6 +171,9 @@ class Stream(Handle):
         self.reader = Reader(source)
         self.label = source.shown
         self._head_served = False
+        # Whether any byte went to the reader: until one has, the handle may follow the
+        # source to a new version of an origin whose versions vary (bytesource.py).
+        self._served_any = False
 
     async def try_read(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome:
         """Read ``size`` bytes at ``offset``, waiting for downloads until ``deadline``.
@@ -212,7 +215,8 @@ class Stream(Handle):
                     self.timeline.superseded.clear()
                 self.timeline.superseded.add(offset)
                 return Pending(PendingReason.SEEK_PENDING)
-            self._check_version()
+            if self._check_version():  # followed a new version: start over with its length
+                return await self.try_read(offset, size, deadline)
             data = source.read_cached(offset, end - offset)
             if data is not None:
                 return self._served(offset, end, data)
@@ -260,6 +264,7 @@ class Stream(Handle):
             self.scheduler.sequential(self.reader, end - offset)
 
     def _served(self, offset: int, end: int, data: bytes) -> Bytes:
+        self._served_any = True
         self.timeline.resume_at = end
         if offset == 0 and not self._head_served:
             self._head_served = True
@@ -307,9 +312,15 @@ class Stream(Handle):
         self.interrupt()
         self.scheduler.release(self.reader)
 
-    def _check_version(self) -> None:
-        if self.version != self.source.version:
+    def _check_version(self) -> bool:
+        """True if the handle just followed the source to a new version (it was served
+        nothing yet, and the origin's versions vary); raises if it may not."""
+        if self.version == self.source.version:
+            return False
+        if self._served_any or not self.source.versions_vary:
             raise RemoteChangedError(self.source.shown, "remote changed while open")
+        self.version = self.source.version
+        return True
 
 
 class SequentialStream(Handle):

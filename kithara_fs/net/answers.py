@@ -110,6 +110,8 @@ class Body:
         expected_bytes: how many body bytes the answer promised (its Content-Range span, or
             its Content-Length; None when it did not say): no byte beyond them is handed
             out, and fewer is a transient failure.
+        other_version: the answer is of another version than the one asked for (handed on
+            only to a caller that may take it: ``open_range(adopt=True)``).
     """
 
     start: int
@@ -118,6 +120,7 @@ class Body:
     _url: str
     not_modified: bool = False
     expected_bytes: int | None = None
+    other_version: bool = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Raw body bytes (never content-decoded), never more than the answer promised.
@@ -254,12 +257,14 @@ def _interpret(
     end: int | None,
     expected: ResourceInfo | None,
     conditional: bool = False,
+    adopt: bool = False,
 ) -> Body:
     """Check a response to a ranged GET and say where its body starts and how long it is.
 
     Only a 206 whose Content-Range is exactly the span asked for, or a 200 (the whole
     resource, from byte 0), carries bytes. Everything else is an error, so an error page
-    can never be taken for content.
+    can never be taken for content. With ``adopt``, an answer of another version than
+    ``expected`` is handed on marked ``other_version`` instead of raising.
     """
     check_headers(response, url)
     status = response.status_code
@@ -323,6 +328,8 @@ def _interpret(
     else:
         raise OriginError(url, f"HTTP {status}")
     if expected is not None and not expected.same_version(info):
+        if adopt and info.length is not None:
+            return Body(first, info, response, url, expected_bytes=promised, other_version=True)
         raise RemoteChangedError(
             url,
             f"remote changed (ETag {expected.etag} -> {info.etag}, "

@@ -133,6 +133,11 @@ class HttpClient:
 
     async def probe(self, url: str) -> ResourceInfo:
         """Learn length and validators with a one-byte ranged GET (HEAD is often wrong)."""
+        return (await self.probe_where(url))[0]
+
+    async def probe_where(self, url: str) -> tuple[ResourceInfo, str]:
+        """:meth:`probe`, and the URL the answer came from after redirects (may carry
+        credentials: never log it)."""
         backoff = Backoff(self.policy)
         # Cookies an origin set (a CDN's token, say) go only with the full client's requests.
         if self._lanes is not None and not self._client.cookies:
@@ -146,12 +151,12 @@ class HttpClient:
                 # The first attempt, spent: the full client makes the others.
                 await backoff.pause(failure.error, failure.retry_after)
             else:
-                if info is not None:
+                if info is not None:  # lanes follow no redirect: the answer is from ``url``
                     self._unreachable.pop(_host(url), None)
-                    return info
+                    return info, url
         async with self.open_range(url, 0, 0, backoff=backoff) as body:
             await body.drain()
-            return body.info
+            return body.info, body.final_url
 
     async def revalidate(self, url: str, known: ResourceInfo) -> ResourceInfo | None:
         """Ask once, conditionally, whether ``known`` is still current.
@@ -277,14 +282,17 @@ class HttpClient:
         conditions: dict[str, str] | None = None,
         policy: RetryPolicy | None = None,
         backoff: Backoff | None = None,
+        adopt: bool = False,
     ) -> AsyncIterator[Body]:
         """Open ``bytes=start-end`` (inclusive end, open-ended when None), retrying transients.
 
         A negative ``start`` asks for the last ``-start`` bytes (a suffix range).
 
         With ``expected``, the request carries If-Range and the answer is checked against
-        it: a different version raises :class:`RemoteChangedError`. ``backoff`` carries on a
-        count of attempts begun elsewhere (a size probe's first, made on its own lane).
+        it: a different version raises :class:`RemoteChangedError` — or, with ``adopt``, is
+        handed on with ``Body.other_version`` set (for a caller that may take it).
+        ``backoff`` carries on a count of attempts begun elsewhere (a size probe's first,
+        made on its own lane).
 
         Raises:
             OriginError: permanent failure, or transient failures after all retries.
@@ -313,7 +321,8 @@ class HttpClient:
             else:
                 self._unreachable.pop(_host(url), None)
                 try:
-                    body = _interpret(response, shown, start, end, expected, bool(conditions))
+                    body = _interpret(response, shown, start, end, expected, bool(conditions),
+                                      adopt=adopt)  # fmt: skip
                 except OriginError as exc:
                     await response.aclose()
                     if not exc.transient:

@@ -87,6 +87,9 @@ class ByteSource(abc.ABC):
         mtime: the file's modification time to show (seconds since the epoch), if its kind
             knows one (an episode's publication date).
         facts: Status fields its kind knows of it (an episode's title, guid, date).
+        versions_vary: the origin may answer each request with another version (dynamic ad
+            insertion on podcast hosts): a version it switches to is downloaded whole
+            (``spools_whole``), and a handle that was served nothing yet follows it.
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class ByteSource(abc.ABC):
         self.endless: Sequential | None = None
         self.mtime: float | None = None
         self.facts: dict[str, Any] = {}
+        self.versions_vary = False
         self.last_error: OriginError | None = None
         self._probe_claimed = False
         self._info_lock = trio.Lock()
@@ -261,6 +265,12 @@ class ByteSource(abc.ABC):
     def accepts_ranges(self) -> bool:
         meta = self.entry.meta
         return meta is None or meta.accepts_ranges
+
+    @property
+    def spools_whole(self) -> bool:
+        """Every download runs from the first missing byte to the end, and is not stopped
+        when its readers seek or close: another request might bring another version."""
+        return self.versions_vary and not self.accepts_ranges
 
     def _keep(self, offset: int, chunk: bytes, cursor: DownloadCursor) -> int:
         """Cache downloaded bytes at their offset, advance the cursor, wake readers.

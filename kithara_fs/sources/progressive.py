@@ -22,10 +22,11 @@ from ..bitrate import HEAD_BYTES, TAIL_BYTES, bytes_per_second
 from ..budget import Deadline
 from ..cache import CacheEntry, EntryMeta
 from ..errors import OriginError, RemoteChangedError
-from ..net import Backoff, HttpClient, ResourceInfo
+from ..net import Backoff, Body, HttpClient, ResourceInfo
 from . import radio
 from .base import Context, Kind, Sequential, Spec
 from .bytesource import FALLBACK_BYTE_RATE, OPENING_TAIL, ByteSource, DownloadCursor
+from .versions import VaryingVersions
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,8 @@ class ProgressiveSource(ByteSource):
     ) -> None:  # fmt: skip
         super().__init__(url, http, entry, readahead_seconds)
         self._validated_at: float | None = None
-        # Dynamic ad insertion (podcast hosts): the same URL answers with another version on
-        # another request. Such a source keeps the version it has: a ranged answer of another
-        # version is asked again (a blocking reader waits) until the retries are spent, and
-        # requests go to where the first download's redirects led, resolved once per version.
-        self.versions_vary = False
-        self._resolved: str | None = None
-        self._bypass = False
+        # Dynamic ad insertion (``versions_vary``, podcast hosts): versions.py decides.
+        self.varying = VaryingVersions(self.shown)
         # What reads this URL if it turns out to be an internet radio station.
         self._as_station = as_station
 
@@ -94,7 +90,11 @@ class ProgressiveSource(ByteSource):
             if self.endless is not None:  # known to be a station: no length will come
                 raise OriginError(self.shown, "an endless stream (internet radio)")
             try:
-                info = await self.http.probe(self.url)
+                if self.versions_vary:
+                    info, final = await self.http.probe_where(self.url)
+                    self.varying.resolved(final)
+                else:
+                    info = await self.http.probe(self.url)
                 if info.length is None and info.endless and self._as_station is not None:
                     if self.endless is None:
                         log.info("%s: an internet radio station; read as an endless file "
@@ -188,6 +188,9 @@ class ProgressiveSource(ByteSource):
             OriginError: the retries are spent, or the origin refuses for good.
             RemoteChangedError: the origin now serves another version (the cache is reset).
             CacheError: downloaded bytes could not be stored.
+
+        With ``versions_vary``, an answer of another version is asked again for the cached
+        one, or taken: versions.py says which.
         """
         info = self.info
         if info is None:
@@ -200,10 +203,12 @@ class ProgressiveSource(ByteSource):
             if version != self.version:
                 return
             length = info.length or 0
-            start = self.entry.ranges.first_missing(cursor.pos)
+            # A version downloaded whole: from the first missing byte to the end, whoever
+            # asked for what, since another request may bring another version.
+            start = self.entry.ranges.first_missing(0 if self.spools_whole else cursor.pos)
             if start >= length:
                 return
-            if start >= cursor.target:
+            if start >= cursor.target and not self.spools_whole:
                 # Done, unless the reader reads on within HOLD_SECONDS: then the next request
                 # is open-ended (sequential reading) instead of one more per window.
                 if not info.accepts_ranges or not await cursor.wait_for_target(
@@ -218,20 +223,26 @@ class ProgressiveSource(ByteSource):
                 stop = min(stop, max(cursor.target, start + 1))
             last = stop - 1
             dropped: OriginError | None = None
+            whole = self.spools_whole
+            self.varying.spooling += whole
             try:
                 # Opening retries transient failures itself; only a body that breaks off
                 # after it started is retried here, resuming at the first byte not received.
-                where = (self._resolved if not self._bypass else None) or self.url
-                async with self.http.open_range(where, start, last, expected=info) as body:
-                    if self.versions_vary:
-                        if self._resolved is None:
-                            self._resolved = body.final_url
-                        elif body.final_url != self._resolved:
-                            # Led elsewhere than the bytes cached so far came from (two
-                            # downloads that started together, an expired address): another
-                            # version, whatever its length and validators say.
-                            raise RemoteChangedError(self.shown, "the redirects led to "
-                                                     "another file than before")
+                where = self.varying.where(self.url)
+                # A version downloaded whole asks for everything left: an answer of yet
+                # another version then still runs from byte 0 to its end, and is taken.
+                asked_last = None if self.spools_whole else last
+                async with self.http.open_range(where, start, asked_last, expected=info,
+                                                adopt=self.versions_vary) as body:  # fmt: skip
+                    if self.versions_vary and self.varying.take(
+                            body, stored=self.entry.ranges.total() > 0):
+                        info = self._take_version(body)
+                        version, last = self.version, (info.length or 0) - 1
+                        if body.start != 0 or body.expected_bytes not in (None, info.length):
+                            # Not the new version from byte 0 to its end: ask for that.
+                            await backoff.pause(OriginError(
+                                self.shown, "another version answered", transient=True))
+                            continue
                     if body.start != start:
                         info = self._note_ranges_ignored(info)
                     offset = body.start
@@ -274,19 +285,19 @@ class ProgressiveSource(ByteSource):
                             raise
                         dropped = exc
             except RemoteChangedError as exc:
-                if self.versions_vary and await self._ask_again(exc, backoff):
+                if self.versions_vary and self.varying.spooling > whole:
+                    return  # another download brings this version whole, these bytes too
+                if self.versions_vary and await self.varying.ask_again(exc, backoff):
                     continue
                 self._invalidate(version, exc)
                 raise
             except OriginError as exc:
-                if self._resolved is not None and not self._bypass and not exc.transient:
-                    # The address the redirects led to may have expired (a signed CDN URL):
-                    # through the feed's URL again, once (an answer from elsewhere is then
-                    # another version, above).
-                    self._bypass = True
+                if self.varying.through_feed_url(exc):
                     continue
                 self.last_error = exc
                 raise
+            finally:
+                self.varying.spooling -= whole
             if dropped is not None:
                 try:
                     await backoff.pause(dropped)
@@ -294,20 +305,14 @@ class ProgressiveSource(ByteSource):
                     self.last_error = dropped
                     raise
 
-    async def _ask_again(self, exc: RemoteChangedError, backoff: Backoff) -> bool:
-        """Another version answered (ad insertion): wait and ask again for the cached one.
-
-        True to try again; False once the retries are spent, and the new version is taken
-        (handles on the old one then get ESTALE, as for a republished file).
-        """
-        try:
-            await backoff.pause(exc)
-        except RemoteChangedError:
-            log.warning("%s: the origin keeps sending another version; taking it", self.shown)
-            return False
-        log.info("%s: another version answered (%s); asking again for the one being read",
-                 self.shown, exc.reason)  # fmt: skip
-        return True
+    def _take_version(self, body: Body) -> ResourceInfo:
+        """``body``'s version becomes the one cached, downloaded whole from byte 0. Bytes of
+        the old one still in flight (another download) are dropped: the version counter
+        moves on. Handles that were served nothing follow it (engine/stream.py)."""
+        info = replace(body.info, accepts_ranges=False)
+        self._replace_version(info, quiet=True)
+        self.varying.resolved(body.final_url)
+        return info
 
     def _note_ranges_ignored(self, info: ResourceInfo) -> ResourceInfo:
         if info.accepts_ranges:
@@ -316,9 +321,10 @@ class ProgressiveSource(ByteSource):
             self.entry.set_meta(_meta(info))
         return info
 
-    def _replace_version(self, info: ResourceInfo) -> None:
-        self._resolved, self._bypass = None, False
-        log.info("%s: changed on the origin; dropping the cached version", self.shown)
+    def _replace_version(self, info: ResourceInfo, quiet: bool = False) -> None:
+        self.varying.forget()
+        if not quiet:
+            log.info("%s: changed on the origin; dropping the cached version", self.shown)
         self.version += 1
         self.entry.reset()
         self.entry.set_meta(_meta(info))
@@ -327,7 +333,7 @@ class ProgressiveSource(ByteSource):
     def _invalidate(self, version: int, exc: RemoteChangedError) -> None:
         """Drop the old version once, however many downloads notice the change."""
         self.last_error = exc
-        self._resolved, self._bypass = None, False
+        self.varying.forget()
         if version != self.version:
             return
         log.warning("%s: %s; dropping cached bytes", self.shown, exc.reason)

@@ -89,15 +89,19 @@ class Origin:
             raise KeyError(path)
         self._store(path, data, old.content_type)
 
-    def alternate(self, path: str, other: bytes | Path) -> None:
-        """Serve ``path``'s current bytes and ``other`` by turns, one per request (HEAD too),
-        each under validators of its own: an ad-inserting podcast host."""
-        size = other.stat().st_size if isinstance(other, Path) else len(other)
-        kept = other if isinstance(other, Path) else bytes(other)
+    def alternate(self, path: str, *others: bytes | Path) -> None:
+        """Serve ``path``'s current bytes and each of ``others`` by turns, one per request
+        (HEAD too), each under validators of its own: an ad-inserting podcast host. With
+        the ``fresh_etag`` fault too, no two answers carry the same validators."""
         with self._lock:
             current = self._resources[path]
-            second = self._mint(path, kept, size, current.content_type, current.stamp + 1)
-            self._alternating[path] = [current, second]
+            turns = [current]
+            for other in others:
+                size = other.stat().st_size if isinstance(other, Path) else len(other)
+                kept = other if isinstance(other, Path) else bytes(other)
+                turns.append(self._mint(path, kept, size, current.content_type,
+                                        current.stamp + len(turns)))  # fmt: skip
+            self._alternating[path] = turns
 
     def faults(self, path: str) -> Faults:
         with self._lock:
@@ -267,7 +271,7 @@ class Origin:
             turns = self._alternating.get(path)
             if turns is not None:
                 resource = turns[0]
-                turns.reverse()
+                turns.append(turns.pop(0))
             faults = self._faults.get(path)
             request = Request(path, head, range_header, if_range, if_none_match)
             plan = plan_request(

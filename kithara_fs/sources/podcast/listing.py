@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 MAX_FEED_BYTES = 32 * 1024 * 1024
 # The longest a feed's fetch may take, however slowly its bytes come.
 FEED_SECONDS = 60.0
+# An episode's key among the mount's sources and cache entries: its URL, marked.
+EPISODE_KEY = "episode "
 # The folder's playlist, under the name every folder's has.
 PLAYLIST = "index.m3u8"
 
@@ -170,15 +172,20 @@ class PodcastListing(Listing):
             unique.setdefault(file.name, file)
         return list(unique.values())
 
-    def _plain_source(self, url: str) -> ProgressiveSource:
-        source = self.context.sources.get(url)
+    def _plain_source(self, url: str, key: str | None = None) -> ProgressiveSource:
+        """The source of ``url``, shared by every path that names it under ``key``."""
+        key = url if key is None else key
+        source = self.context.sources.get(key)
         if not isinstance(source, ProgressiveSource):
-            source = ProgressiveSource(url, self.context.http, self.context.store.entry(url))
-            self.context.sources[url] = source
+            source = ProgressiveSource(url, self.context.http, self.context.store.entry(key))
+            self.context.sources[key] = source
         return source
 
     def _source(self, episode: Episode) -> ProgressiveSource:
-        source = self._plain_source(episode.url)
+        # An episode's source and cache entry are its own, not those of a configured file
+        # stream of the same URL: it takes versions as they come (ad insertion), has its
+        # own date and facts, and its pin (download_latest) is the listing's alone.
+        source = self._plain_source(episode.url, f"{EPISODE_KEY}{episode.url}")
         source.versions_vary = True  # hosts insert ads per request (progressive.py)
         source.mtime = episode.published
         published = None
