@@ -267,6 +267,24 @@ def test_a_feed_of_5000_episodes_lists(origin: Origin, mount: MountFactory) -> N
     assert len(names) == 5002 and "2026-01-16 Episode 4999.mp3" in names  # cover, playlist
 
 
+def test_a_remount_lists_at_once_and_asks_for_the_feed_conditionally(
+    cast: Origin, mount: MountFactory, tmp_path: Path
+) -> None:
+    streams = {"cast": {"url": cast.url("/feed.xml"), "kind": "podcast"}}
+    first = mount(streams, cache_dir=tmp_path / "cache", name="first")
+    listed = sorted(os.listdir(first.path("cast")))
+    first.stop()
+    fetches = len(cast.requests_for("/feed.xml"))
+    again = mount(streams, cache_dir=tmp_path / "cache", name="again")
+    assert sorted(os.listdir(again.path("cast"))) == listed  # from the cache index
+    # The feed is fetched again (at once, or at the next look) with the validators the
+    # last mount had: unchanged, it costs a 304.
+    wait_until(lambda: os.listdir(again.path("cast")) is not None
+               and len(cast.requests_for("/feed.xml")) > fetches, "the feed fetched again")
+    assert [r.status for r in cast.requests_for("/feed.xml")][fetches:] == [304]
+    assert sorted(os.listdir(again.path("cast"))) == listed
+
+
 def test_an_offline_remount_lists_and_plays_what_was_cached(
     cast: Origin, mount: MountFactory, media_files: dict[str, Path], tmp_path: Path
 ) -> None:

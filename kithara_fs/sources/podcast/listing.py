@@ -86,6 +86,8 @@ class PodcastListing(Listing):
         recalled = self._recall()
         self._namer = Namer(recalled[1] if recalled else None)
         self._recalled = recalled[0] if recalled else None
+        # The validators of the feed the remembered listing came from.
+        self._recalled_known = recalled[2] if recalled else None
 
     @property
     def generation(self) -> int:
@@ -105,6 +107,8 @@ class PodcastListing(Listing):
                 log.warning("%s: the remembered listing is unusable (%s)", self.label, exc)
                 self._files = []
             if self._files:
+                # The next fetch is conditional too: an unchanged feed costs a 304.
+                self._known = self._recalled_known
                 self._next_refresh = trio.current_time()
                 return self._files
         try:
@@ -238,12 +242,14 @@ class PodcastListing(Listing):
     # -- across mounts -----------------------------------------------------------------------
 
     async def _remember(self, channel: Channel) -> None:
-        body = to_json(channel) | {"names": dict(self._namer.names)}
+        known = self._known
+        validators = None if known is None else [known.url, known.etag, known.last_modified]
+        body = to_json(channel) | {"names": dict(self._namer.names), "validators": validators}
         # Off the event loop: 20,000 episodes took 1.3 s to write out.
         text = await trio.to_thread.run_sync(json.dumps, body)
         self.context.store.save_document(self._document, text)
 
-    def _recall(self) -> tuple[Channel, dict[str, str]] | None:
+    def _recall(self) -> tuple[Channel, dict[str, str], Fetched | None] | None:
         text = self.context.store.document(self._document)
         if not text:
             return None
@@ -253,7 +259,13 @@ class PodcastListing(Listing):
             # Only names we would have made (the index is ours, but a name is a path).
             names = {str(k): v for k, v in body["names"].items()
                      if isinstance(v, str) and v == safe(v) and len(v.encode()) <= 255}
-            return channel, names
+            known = None
+            validators = body.get("validators")
+            if (isinstance(validators, list) and len(validators) == 3
+                    and all(v is None or isinstance(v, str) for v in validators)):  # fmt: skip
+                url, etag, last_modified = validators
+                known = Fetched(b"", str(url), etag, last_modified)
+            return channel, names, known
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("%s: the remembered listing is unreadable (%s)", self.label, exc)
             return None
