@@ -119,6 +119,9 @@ def test_names_are_dated_safe_unique_and_stable() -> None:
     again = namer.assign([episode("c", "Same", "2026-02-10"),
                           episode("e", "Same", "2026-02-10")])  # fmt: skip
     assert again == {"c": "2026-02-10 Same (2).mp3", "e": "2026-02-10 Same.mp3"}
+    # An enclosure that moved to another format: the stem stays, the extension follows.
+    moved = namer.assign([episode("c", "Same", "2026-02-10", "http://c/c.m4a")])
+    assert moved == {"c": "2026-02-10 Same (2).m4a"}
     long = Namer().assign([episode("x", "é" * 400, "2026-01-01")])["x"]
     assert len(long.encode()) <= 255 and long.endswith(".mp3")
 

@@ -3,7 +3,8 @@
 Owns :class:`Namer`: the name of each episode by its guid, made once (from its UTC
 publication date, its title with characters unsafe in names replaced, and an extension from
 the enclosure URL or type) and then kept for as long as the guid is in the feed, so a
-refresh never renames a file a player has open; a second episode with the same name gets
+refresh never renames a file a player has open (only the extension follows a new
+enclosure's format: that is another file anyway); a second episode with the same name gets
 `` (2)``, in date order. Also the extensions of enclosures and of the cover.
 
 It must never produce a name with a slash, a control character, a leading dot, or more
@@ -86,7 +87,14 @@ class Namer:
         # Stems, not names: "Show.mp3" and "Show.m4a" would share their sidecars' names.
         taken = {name.rsplit(".", 1)[0] for name in self.names.values()}
         for episode in sorted(current, key=lambda e: (e.published or 0.0)):
-            if episode.guid in self.names:
+            known = self.names.get(episode.guid)
+            if known is not None:
+                # The stem stays; the extension follows the enclosure (an episode that
+                # moved from MP3 to AAC is not shown as .mp3).
+                stem, _, old = known.rpartition(".")
+                ext = extension(episode.url, episode.mime)
+                if ext != old:
+                    self.names[episode.guid] = f"{stem}.{ext}"
                 continue
             day = (time.strftime("%Y-%m-%d", time.gmtime(episode.published))
                    if episode.published is not None else "undated")  # fmt: skip
