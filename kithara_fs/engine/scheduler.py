@@ -50,6 +50,8 @@ MAX_WINDOW = 256 * 1024 * 1024
 # link made five of them and ran at 58 MB/s of 62.5; two keep a seek's first reads cheap.
 GROWTH = 4
 OPEN_ENDED_REACH = 1024 * 1024
+# How long a version downloaded whole goes on after its last reader left (see _linger).
+WHOLE_LINGER = 30.0
 
 
 def window_bytes(source: ByteSource) -> int:
@@ -248,10 +250,23 @@ class Scheduler:
                 reader.cursors.append(cursor)
                 continue
             cursor.owners.discard(reader)
-            # A version downloaded whole (ad insertion) is finished: a new request for the
-            # rest could bring another version.
-            if not cursor.owners and not cursor.done and not cursor.source.spools_whole:
+            if not cursor.owners and not cursor.done:
+                if cursor.source.spools_whole:
+                    self._linger(cursor)
+                else:
+                    cursor.scope.cancel()
+
+    def _linger(self, cursor: Cursor) -> None:
+        """A version downloaded whole (ad insertion) outlives its last reader a while, since
+        a request for the rest could bring another version and players open a file again
+        within seconds; for good while the file is pinned (download_latest)."""
+
+        async def later() -> None:
+            await trio.sleep(WHOLE_LINGER)
+            if not cursor.owners and not cursor.done and not cursor.source.pinned:
                 cursor.scope.cancel()
+
+        start_guarded(self._nursery, cursor.source.shown, later)
 
     def active(self, source: ByteSource) -> int:
         """Number of downloads fetching for ``source`` now (for status and tests): one that

@@ -11,8 +11,9 @@ deadline the caller fixed when the read arrived. The rules, from kithara-stream:
 - a read overtaken by a seek on the same handle, or by shutdown, is ``SEEK_PENDING``;
 - a read whose deadline passes is ``NOT_READY``; the caller decides what that means.
 
-It must never choose an errno or speak FUSE, and never hand out bytes of a version other than
-the one the handle opened (a changed origin raises :class:`RemoteChangedError`).
+It must never choose an errno or speak FUSE, and never hand out bytes of two versions to one
+handle (a changed origin raises :class:`RemoteChangedError`; only a handle served nothing yet
+may follow an origin whose versions vary to its new one).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from ..errors import OriginError, RemoteChangedError, SeekPastEndError
 from ..sources.base import ByteSource, Feed
 from .scheduler import Reader, Scheduler
 
-# What poll() promises is readable: one FUSE read request (the kernel's default max_read), so
-# a reader woken by poll gets a whole request without EAGAIN instead of spinning.
+# What poll() promises is readable: one FUSE read (the kernel's default max_read), no spin.
 POLL_READY_BYTES = 128 * 1024
+# Versions one read may follow its source to (ad insertion); then it is pending, not a spin.
+MAX_FOLLOWS = 2
 
 # A read this far ahead of the handle's last position is still "sequential": players and the
 # kernel split and reorder requests a little, and treating that as a seek would cancel the
@@ -171,9 +173,8 @@ class Stream(Handle):
         self.reader = Reader(source)
         self.label = source.shown
         self._head_served = False
-        # Whether any byte went to the reader: until one has, the handle may follow the
-        # source to a new version of an origin whose versions vary (bytesource.py).
-        self._served_any = False
+        # Until a byte went out it may follow a new version (blind: of a length not known).
+        self._served_any = self._followed_blind = False
 
     async def try_read(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome:
         """Read ``size`` bytes at ``offset``, waiting for downloads until ``deadline``.
@@ -186,25 +187,38 @@ class Stream(Handle):
             RemoteChangedError: the origin changed since this handle was opened.
             OriginError: the download serving this read failed after its retries.
         """
+        for _ in range(MAX_FOLLOWS + 1):
+            outcome = await self._read_version(offset, size, deadline)
+            if outcome is not None:
+                return outcome
+        self.timeline.resume_at = offset  # versions change faster than it reads: ask later
+        return Pending(PendingReason.NOT_READY)
+
+    async def _read_version(self, offset: int, size: int, deadline: Deadline) -> ReadOutcome | None:
+        """:meth:`try_read` in one version; None once the handle followed another."""
         source = self.source
-        self._check_version()
-        length = source.length
+        self._check_version(offset)
+        version = source.version
+        length = await source.length_by(deadline)
+        if length is None and source.versions_vary and deadline.expired:
+            return Pending(PendingReason.NOT_READY)
         if length is None:
             raise OriginError(source.shown, "length unknown")
         if offset > length:
+            if self._followed_blind:  # the version followed is not the file that was shown
+                raise RemoteChangedError(source.shown, "remote changed while open")
             raise SeekPastEndError(offset, length)
+        self._followed_blind = False
         if offset == length or size <= 0:
             return Eof(offset)
         end = min(offset + size, length)
         self._arrive(offset, end, length)
         epoch = self.timeline.epoch
-        # A read that may wait reports only failures of the downloads it waited for: one
-        # from before (read-ahead that failed while nobody was reading) gets a fresh try.
-        # A read that may not wait (O_NONBLOCK) has no other way to learn of a failure.
+        # A read that may wait reports only failures of the downloads it waited for (an older
+        # one gets a fresh try); one that may not wait (O_NONBLOCK) learns of any.
         failures_since = trio.current_time() if not deadline.expired else -math.inf
-        # The budget is for a stall, not for the whole transfer: while bytes of this read
-        # keep arriving (a slow but live link), it starts again (DESIGN.md §2: "only a real
-        # stall ends it").
+        # The budget is for a stall, not the whole transfer: while bytes of this read keep
+        # arriving (a slow but live link), it starts again (DESIGN.md §2).
         span = deadline.at - trio.current_time()
         arrived = source.first_missing(offset)
         while True:
@@ -215,8 +229,9 @@ class Stream(Handle):
                     self.timeline.superseded.clear()
                 self.timeline.superseded.add(offset)
                 return Pending(PendingReason.SEEK_PENDING)
-            if self._check_version():  # followed a new version: start over with its length
-                return await self.try_read(offset, size, deadline)
+            if source.version != version:  # this read's end is of another version's length
+                self._check_version(offset)  # raises, or follows: start over with its length
+                return None
             data = source.read_cached(offset, end - offset)
             if data is not None:
                 return self._served(offset, end, data)
@@ -312,15 +327,17 @@ class Stream(Handle):
         self.interrupt()
         self.scheduler.release(self.reader)
 
-    def _check_version(self) -> bool:
-        """True if the handle just followed the source to a new version (it was served
-        nothing yet, and the origin's versions vary); raises if it may not."""
-        if self.version == self.source.version:
-            return False
-        if self._served_any or not self.source.versions_vary:
-            raise RemoteChangedError(self.source.shown, "remote changed while open")
-        self.version = self.source.version
-        return True
+    def _check_version(self, offset: int = 0) -> None:
+        """Raise unless the handle is on the source's version or may follow it: served
+        nothing yet, versions vary, and ``offset`` inside the new version's length."""
+        source = self.source
+        if self.version == source.version:
+            return
+        length = source.length
+        beyond = length is not None and offset > length
+        if self._served_any or not source.versions_vary or beyond:
+            raise RemoteChangedError(source.shown, "remote changed while open")
+        self.version, self._followed_blind = source.version, length is None
 
 
 class SequentialStream(Handle):

@@ -57,6 +57,8 @@ class DownloadCursor(Protocol):
 
     pos: int
     target: int
+    # The source version it downloads (moved on by a download that takes a new one).
+    version: int
     # The reader reads on with its whole read-ahead window: requests may be open-ended.
     open_ended: bool
     # How far past its readers' reads the download fetches (their read-ahead now), in bytes.
@@ -265,6 +267,14 @@ class ByteSource(abc.ABC):
     def accepts_ranges(self) -> bool:
         meta = self.entry.meta
         return meta is None or meta.accepts_ranges
+
+    async def length_by(self, deadline: Deadline) -> int | None:
+        """The length; for a source that moved to a version of a length not learnt yet,
+        learnt by ``deadline`` (None if not by then)."""
+        if self.length is None and self.versions_vary:
+            with trio.move_on_at(deadline.at):
+                await self.ensure_info()
+        return self.length
 
     @property
     def spools_whole(self) -> bool:

@@ -234,10 +234,14 @@ class ProgressiveSource(ByteSource):
                 asked_last = None if self.spools_whole else last
                 async with self.http.open_range(where, start, asked_last, expected=info,
                                                 adopt=self.versions_vary) as body:  # fmt: skip
-                    if self.versions_vary and self.varying.take(
-                            body, stored=self.entry.ranges.total() > 0):
+                    # While another download brings the current version whole, none is taken.
+                    if self.versions_vary and self.varying.take(body, stored=(
+                            self.entry.ranges.total() > 0 or self.varying.spooling > whole)):
                         info = self._take_version(body)
                         version, last = self.version, (info.length or 0) - 1
+                        cursor.version = version  # joinable by readers of the version taken
+                        if not whole:
+                            whole, self.varying.spooling = True, self.varying.spooling + 1
                         if body.start != 0 or body.expected_bytes not in (None, info.length):
                             # Not the new version from byte 0 to its end: ask for that.
                             await backoff.pause(OriginError(

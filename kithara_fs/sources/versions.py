@@ -11,10 +11,12 @@ the README states:
 - An answer of another version while bytes of the cached one are stored: that version is
   asked for again, with backoff (a blocking reader waits), until the retries are spent;
   then the new one is taken, and handles that read the old one get ESTALE.
-- An answer of another version while nothing is stored: asked again once
+- An answer of another version while nothing is stored (and no other download is bringing
+  the cached one whole): asked again once
   (:data:`ASK_BEFORE_TAKING`: a host rotating a few cuts, or keeping one at the resolved
   address, gives back the one whose size was shown), then taken, and downloaded whole from
-  byte 0 on that one request; handles that were served nothing follow it.
+  byte 0 on that one request; handles that were served nothing follow it. A text or HTML
+  answer (an error page under a 200) is never taken.
 
 It must never store bytes or touch the cache entry: the source acts on its answers.
 """
@@ -79,6 +81,10 @@ class VaryingVersions:
         if not (body.other_version or elsewhere):
             self._resolved, self._misses = body.final_url, 0
             return False
+        kind = (body.info.content_type or "").lower()
+        if kind.startswith("text/") or "html" in kind:
+            # A CDN's error page under a 200 and new validators is not a cut of the episode.
+            raise RemoteChangedError(self.shown, f"a {kind.split(';')[0]} page answered")
         if stored or self._misses < ASK_BEFORE_TAKING:
             self._misses += not stored
             raise RemoteChangedError(self.shown, "the redirects led to another file than "

@@ -123,32 +123,48 @@ class _Text(HTMLParser):
 
 # A "<" that no ">" closes before the next "<": text, not the start of a tag.
 _LONE_LT = re.compile(r"<(?![^<>]*>)")
+_DECLARATION = re.compile(r"<![A-Za-z][^<>]*>")
 
 
 def _defused(markup: str) -> str:
-    """``markup`` that HTMLParser reads in linear time: comments removed (an unclosed one
-    ends the notes), and every "<" that no ">" closes before the next "<" written as
-    ``&lt;``. HTMLParser takes an unclosed tag for one that may still end, and at the end
-    reads on one character at a time from each such "<": quadratic, so that 15 KB of
-    ``<a <a <a`` cost 4 s of CPU and 60 KB over a minute (measured here)."""
+    """``markup`` that HTMLParser reads in linear time and without tripping on it.
+
+    Comments are removed (an unclosed one, and all after it, stays text), declarations
+    (``<!DOCTYPE html>``) too, and every other ``<!`` (``<![`` sections: HTMLParser
+    asserts on odd ones) is written as text, as is every "<" that no ">" closes before
+    the next "<". HTMLParser takes an unclosed tag for one that may still end, and at the
+    end reads on one character at a time from each such "<": quadratic, so that 15 KB of
+    ``<a <a <a`` cost 4 s of CPU and 60 KB over a minute (measured here).
+    """
     kept: list[str] = []
     pos = 0
     while (start := markup.find("<!--", pos)) != -1:
         kept.append(markup[pos:start])
         end = markup.find("-->", start + 4)
-        pos = len(markup) if end == -1 else end + 3
+        if end == -1:  # no comment closes from here on: the rest is text
+            pos = start
+            break
+        pos = end + 3
     kept.append(markup[pos:])
-    return _LONE_LT.sub("&lt;", "".join(kept))
+    text = _DECLARATION.sub("", "".join(kept)).replace("<!", "&lt;!")
+    return _LONE_LT.sub("&lt;", text)
 
 
 def html_to_text(markup: str) -> str:
     """Show notes as text: tags gone, entities resolved, blank runs folded."""
     parser = _Text()
-    parser.feed(_defused(markup[: MAX_NOTES * 4]))
-    parser.close()
-    lines = [" ".join(line.split()) for line in "".join(parser.parts).splitlines()]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    return text[:MAX_NOTES]
+    try:
+        parser.feed(_defused(markup[: MAX_NOTES * 4]))
+        parser.close()
+    except Exception:  # HTMLParser's own slips on markup it did not expect
+        return plain_text(re.sub(r"<[^<>]*>", " ", markup[: MAX_NOTES * 4]))
+    return plain_text("".join(parser.parts))
+
+
+def plain_text(text: str) -> str:
+    """Notes that are text already: blank runs folded, cut at :data:`MAX_NOTES`."""
+    lines = [" ".join(line.split()) for line in text[: MAX_NOTES * 4].splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()[:MAX_NOTES]
 
 
 def _one_line(text: str) -> str:
@@ -197,8 +213,15 @@ def _published(entry: Any) -> float | None:
 def _notes(entry: Any) -> str:
     for content in entry.get("content", []):
         if content.get("value"):
-            return html_to_text(content["value"])
-    return html_to_text(entry.get("summary", "") or "")
+            return _as_text(content["value"], content.get("type"))
+    detail = entry.get("summary_detail")
+    kind = detail.get("type") if isinstance(detail, dict) else None
+    return _as_text(entry.get("summary", "") or "", kind)
+
+
+def _as_text(value: str, kind: Any) -> str:
+    # Text that says it is plain (Atom type="text") is not read as HTML: "a <!-- b" stays.
+    return plain_text(value) if kind == "text/plain" else html_to_text(value)
 
 
 def _chapter_marks(entry: Any) -> str:
@@ -257,6 +280,7 @@ def parse(body: bytes, base: str) -> Channel:
     namespaces = parsed.get("namespaces", {}).values()
     transcripts = _transcripts(body, base) if PODCAST_NS in namespaces else {}
     seen: set[str] = set()
+    repeats: dict[str, int] = {}
     for entry in parsed.entries:
         found = _enclosure(entry, base)
         if found is None:
@@ -267,8 +291,11 @@ def parse(body: bytes, base: str) -> Channel:
         raw_guid = str(entry.get("id") or "")
         guid = raw_guid if raw_guid and len(raw_guid) <= 1000 else (
             "sha256:" + hashlib.sha256((raw_guid or url).encode()).hexdigest()[:32])
-        while guid in seen:
-            guid += "#2"
+        if guid in seen:  # numbered: appending "#2" until unique was cubic in repeats
+            repeats[guid] = number = repeats.get(guid, 1) + 1
+            while f"{guid}#{number}" in seen:
+                number += 1
+            guid = f"{guid}#{number}"
         seen.add(guid)
         title = _one_line(str(entry.get("title") or ""))[:MAX_TITLE]
         chapters = entry.get("podcast_chapters")

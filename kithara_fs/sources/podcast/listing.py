@@ -15,6 +15,7 @@ fetch an episode's audio itself (its source does, when read).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -80,6 +81,8 @@ class PodcastListing(Listing):
         self._loads = 0
         self._next_refresh = -float("inf")
         self._known: Fetched | None = None
+        # The digest of the last feed refused, and why.
+        self._refused: tuple[bytes, str] | None = None
         self._files: list[Listed] = []
         # (what, guid) -> (text, render) of the generated files of the last listing
         self._notes: _Generated = {}
@@ -131,10 +134,17 @@ class PodcastListing(Listing):
         if fetched.not_modified and self._known is not None:
             self._next_refresh = trio.current_time() + self.refresh_seconds
             return self._files
+        # The same bytes as a feed refused before are refused again without a parse (which
+        # may have cost its whole CPU limit, and holds one of the mount's parsers).
+        digest = hashlib.sha256(fetched.data).digest()
+        if self._refused is not None and self._refused[0] == digest:
+            self._next_refresh = trio.current_time() + self.refresh_seconds
+            raise PlaylistError(self.label, self._refused[1])
         try:
             limiter = self.context.shared.setdefault(PARSERS, trio.CapacityLimiter(PARALLEL))
             channel = await parse_apart(fetched.data, fetched.url, limiter)
         except ValueError as exc:
+            self._refused = (digest, str(exc))
             raise PlaylistError(self.label, str(exc)) from None
         finally:
             # Counted from the end of the load: a parse slower than the interval must not

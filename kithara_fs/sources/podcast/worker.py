@@ -1,7 +1,7 @@
 """Parsing a feed in a process of its own, bounded in CPU time, memory and wall time.
 
 Owns :func:`parse_apart`, which the listing calls, and the worker's ``main`` it runs
-(``python -m kithara_fs.sources.podcast.worker``): the feed's URL and bytes on stdin, the
+(``python -I -c …``, isolated): the feed's URL and bytes on stdin, the
 channel as JSON on stdout. A feed is a stranger's document, and feedparser's cost is not
 linear in every shape of it: an element with 40,000 attributes took 34 s of CPU (the
 standard library's SAX looks each one up by a linear scan), and 32 MiB of tiny elements
@@ -14,8 +14,10 @@ It must never fetch anything; the worker writes nothing but its answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,12 @@ MAX_MEMORY = 2 << 30
 MAX_WALL_SECONDS = 180.0
 # Feeds parsed at once, per mount (each takes a core while it runs).
 PARALLEL = 2
+# The worker's exit status when it ran out of CPU time.
+OVER_CPU = 86
+# Where this package lies (the worker appends it to its path), and what the worker runs.
+_ROOT = str(Path(__file__).resolve().parents[3])
+_RUN = ("import sys; sys.path.append(sys.argv.pop(1)); "
+        "from kithara_fs.sources.podcast.worker import main; sys.exit(main())")
 
 
 async def parse_apart(
@@ -42,16 +50,18 @@ async def parse_apart(
     """
     async with limiter:
         # The URL goes on stdin, not in argv: it may carry credentials, and argv is public.
+        # Isolated (-I): no environment (proxy credentials stay out of it), no current
+        # directory or user site on the path; this package is found where it lies.
         with trio.move_on_after(MAX_WALL_SECONDS) as waited:
             done = await trio.run_process(
-                [sys.executable, "-m", __name__, str(cpu_seconds)],
+                [sys.executable, "-I", "-c", _RUN, _ROOT, str(cpu_seconds)],
                 stdin=base.encode() + b"\n" + body, capture_stdout=True,
-                capture_stderr=True, check=False, env=_environment(),
+                capture_stderr=True, check=False, env={},
             )  # fmt: skip
     if waited.cancelled_caught:
         raise ValueError(f"parsing the feed took over {MAX_WALL_SECONDS:.0f} s (refused)")
     if done.returncode != 0:
-        if done.returncode < 0:  # a signal: SIGXCPU past the CPU limit, SIGKILL
+        if done.returncode < 0 or done.returncode == OVER_CPU:  # SIGXCPU's exit, SIGKILL
             raise ValueError(f"parsing the feed took more than a feed may (signal "
                              f"{-done.returncode}; at most {cpu_seconds} s of CPU)")
         last = (done.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
@@ -70,19 +80,29 @@ def _read_answer(output: bytes) -> Channel:
         raise ValueError(f"the feed parser answered nonsense ({type(exc).__name__})") from None
 
 
-def _environment() -> dict[str, str]:
-    """The mount's environment, with this package importable wherever the daemon runs."""
-    root = str(Path(__file__).resolve().parents[3])
-    path = os.environ.get("PYTHONPATH")
-    return os.environ | {"PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
+def _limit(which: int, soft: int, hard: int) -> None:
+    """Lower a limit of this process; one already lower (ulimit, systemd) stays."""
+    import resource
+
+    current_soft, current_hard = resource.getrlimit(which)
+    if current_hard != resource.RLIM_INFINITY:
+        hard = min(hard, current_hard)
+    if current_soft != resource.RLIM_INFINITY:
+        soft = min(soft, current_soft)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(which, (min(soft, hard), hard))
 
 
 def main() -> int:
     import resource  # the worker's own limits, set before it reads a byte
 
     cpu = int(sys.argv[1]) if len(sys.argv) > 1 else MAX_CPU_SECONDS
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-    resource.setrlimit(resource.RLIMIT_AS, (MAX_MEMORY, MAX_MEMORY))
+    # Past the CPU limit, exit at once: SIGXCPU's default would dump core, and a core holds
+    # the feed's URL (credentials and all).
+    signal.signal(signal.SIGXCPU, lambda *_: os._exit(OVER_CPU))
+    _limit(resource.RLIMIT_CORE, 0, 0)
+    _limit(resource.RLIMIT_CPU, cpu, cpu + 5)
+    _limit(resource.RLIMIT_AS, MAX_MEMORY, MAX_MEMORY)
     data = sys.stdin.buffer.read()
     base, _, body = data.partition(b"\n")
     try:
