@@ -20,9 +20,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .net.scoped import StreamHeaders
+from .netconfig import NETWORK_KEYS, STREAM_KEYS, Network, parse_network, parse_stream_headers
 from .sources import kinds
 from .sources.base import Kind
-from .units import parse_size, user_agent_value
+from .units import parse_size
 
 # Players block in read() while bytes download. Thirty seconds rides out a slow origin or a
 # congested link without a player ever seeing EAGAIN, yet still ends a read on a dead origin
@@ -39,7 +41,9 @@ DEFAULT_READAHEAD_SECONDS = 30.0
 DEFAULT_MAX_SIZE = 2 * 1024**3
 SUPPORTED_SCHEMES = ("http", "https")
 # Names the mount generates itself: a playlist in every folder, its status folder at the root.
-PLAYLIST_NAME = "index.m3u8"
+# The playlist is hidden: players that open a folder (mpv, VLC) skip dot files, so they play
+# each file once instead of each file and then the playlist again.
+PLAYLIST_NAME = ".index.m3u8"
 CONTROL_DIR = ".kithara"
 # No timeout or read-ahead may exceed a day: a larger value is a typo, and an infinite or NaN
 # one would make every read wait forever or fail (NaN compares false with everything).
@@ -66,6 +70,7 @@ class StreamConfig:
         kind: the name of its kind in the kinds table ("file", "hls", ...).
         options: the kind's own keys as the kind's check returned them, as sorted pairs
             (so that two configs compare equal when they say the same).
+        requests: what its requests carry beyond the mount's (``headers``, ``user_agent``).
     """
 
     path: tuple[str, ...]
@@ -74,6 +79,7 @@ class StreamConfig:
     readahead_seconds: float | None = None
     kind: str = kinds.DEFAULT
     options: tuple[tuple[str, Any], ...] = ()
+    requests: StreamHeaders = StreamHeaders()
 
     @property
     def display_path(self) -> str:
@@ -98,6 +104,7 @@ class Settings:
         mountpoint: where to mount when the command line names no mount point.
         streams: the streams, in file order.
         user_agent: the User-Agent of every request (None: kithara_fs's own).
+        network: the whole ``[network]`` table (proxy, CA file, connection limit).
     """
 
     source: str
@@ -109,13 +116,13 @@ class Settings:
     mountpoint: Path | None
     streams: tuple[StreamConfig, ...]
     user_agent: str | None = None
+    network: Network = Network()
 
 
 _TOP_KEYS = {"cache", "mount", "network", "stream"}
 _CACHE_KEYS = {"dir", "max_size"}
 _MOUNT_KEYS = {"read_timeout", "metadata_timeout", "readahead_seconds", "mountpoint"}
-_NETWORK_KEYS = {"user_agent"}
-_STREAM_KEYS = {"path", "url", "pin", "readahead_seconds", "kind"}
+_STREAM_KEYS = {"path", "url", "pin", "readahead_seconds", "kind", *STREAM_KEYS}
 
 
 def load_config(path: str | os.PathLike[str]) -> Settings:
@@ -147,10 +154,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
     mount = _table(data, "mount", source)
     _reject_unknown(mount, _MOUNT_KEYS, source, "[mount] ")
     network = _table(data, "network", source)
-    _reject_unknown(network, _NETWORK_KEYS, source, "[network] ")
-    user_agent = None
-    if "user_agent" in network:
-        user_agent = user_agent_value(network["user_agent"], f"{source}: [network] ")
+    _reject_unknown(network, NETWORK_KEYS, source, "[network] ")
+    network_options = parse_network(network, f"{source}: [network] ")
 
     cache_dir = default_cache_dir()
     if "dir" in cache:
@@ -190,7 +195,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Settin
         readahead_seconds=readahead_seconds,
         mountpoint=mountpoint,
         streams=streams,
-        user_agent=user_agent,
+        user_agent=network_options.user_agent,
+        network=network_options,
     )
 
 
@@ -264,11 +270,13 @@ def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:
         kind = _kind(name)
     if pin and not kind.pinnable:
         raise ConfigError(f"{source}: {label}: pin: not supported for {kind.noun}s")
-    foreign = sorted(set(table) & (kind_keys - kind.keys))
+    # A key common to every stream (user_agent) may also be a kind's own: not foreign.
+    foreign = sorted(set(table) & (kind_keys - kind.keys - _STREAM_KEYS))
     if foreign:
         raise ConfigError(f"{source}: {label}: {foreign[0]}: not a key of {kind.name!r} streams")
     own = {key: table[key] for key in kind.keys if key in table}
     options = kind.check(own, f"{source}: {label}: ")
+    requests = parse_stream_headers(table, f"{source}: {label}: ")
     return StreamConfig(
         path=path,
         url=url,
@@ -276,6 +284,7 @@ def _parse_stream(index: int, table: Any, source: str) -> StreamConfig:
         readahead_seconds=readahead,
         kind=kind.name,
         options=tuple(sorted(options.items())),
+        requests=requests,
     )
 
 
@@ -329,7 +338,14 @@ def _check_tree(streams: tuple[StreamConfig, ...], source: str) -> None:
     """Reject duplicate paths and a path used both as a file and as a folder."""
     files: dict[tuple[str, ...], int] = {}
     folders: dict[tuple[str, ...], int] = {}
+    # Streams of one URL share its source, so they must ask for it in the same way.
+    asked: dict[str, tuple[int, StreamHeaders]] = {}
     for index, stream in enumerate(streams, start=1):
+        first, requests = asked.setdefault(stream.url, (index, stream.requests))
+        if requests != stream.requests:
+            raise ConfigError(f"{source}: stream {index} ({stream.display_path}): headers: "
+                              f"stream {first} names the same URL with other headers or "
+                              "user_agent; give both the same")  # fmt: skip
         label = f"{source}: stream {index} ({stream.display_path}): path"
         if stream.path in files:
             raise ConfigError(f"{label}: duplicate of stream {files[stream.path]}")

@@ -93,7 +93,9 @@ async def _serve(
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(store.close)
         http = await stack.enter_async_context(
-            HttpClient(user_agent=settings.user_agent or USER_AGENT)
+            HttpClient(user_agent=settings.user_agent or USER_AGENT,
+                       max_connections=settings.network.max_connections,
+                       proxy=settings.network.proxy, ca_file=settings.network.ca_file)
         )
         # Unwound once the nursery is done: whatever ended the mount, the index records what
         # was downloaded.
@@ -154,8 +156,8 @@ def _reload(registry: Registry, store: CacheStore) -> None:
         return
     if settings.cache_dir != registry.settings.cache_dir:
         log.warning("reload: a new cache folder takes effect at the next mount")
-    if settings.user_agent != registry.settings.user_agent:
-        log.warning("reload: a new [network] user_agent takes effect at the next mount")
+    if settings.network != registry.settings.network:
+        log.warning("reload: a new [network] table takes effect at the next mount")
     store.max_size = settings.max_size
     change = registry.reload(settings)
     forget_entries(change.removed)

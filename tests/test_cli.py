@@ -124,8 +124,8 @@ def test_ls_lists_tree(mount: MountFactory, origin: Origin, media_files: dict[st
         "podcasts/old/ep-001.mp3": origin.url("/vbr.mp3"),
         "top.flac": origin.url("/flac.flac"),
     })  # fmt: skip
-    assert sorted(os.listdir(m.mountpoint)) == [".kithara", "index.m3u8", "podcasts", "top.flac"]
-    assert sorted(os.listdir(m.path("podcasts"))) == ["ep-101.mp3", "index.m3u8", "old"]
+    assert sorted(os.listdir(m.mountpoint)) == [".index.m3u8", ".kithara", "podcasts", "top.flac"]
+    assert sorted(os.listdir(m.path("podcasts"))) == [".index.m3u8", "ep-101.mp3", "old"]
     done = subprocess.run(["ls", "-l", str(m.path("podcasts"))], capture_output=True, text=True)
     size = media_files["cbr.mp3"].stat().st_size
     assert re.search(rf"-r--r--r-- .* {size} .* ep-101\.mp3", done.stdout), done.stdout

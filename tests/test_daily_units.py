@@ -40,14 +40,13 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     assert watchdog_interval() is None
 
 
-def test_playlist_is_a_complete_hls_media_playlist() -> None:
-    text = render([PlaylistEntry(("a", "1.mp3"), "one,\ntwo", 61.6),
-                   PlaylistEntry(("#2.mp3",), "x", None)]).decode()  # fmt: skip
+def test_playlist_is_a_plain_extended_m3u() -> None:
+    text = render([PlaylistEntry(("a", "1 ü.mp3"), "one,\ntwo", 61.6),
+                   PlaylistEntry(("#2.mp3",), "x", None)]).decode("utf-8")  # fmt: skip
     assert text.splitlines() == [
-        "#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:62", "#EXT-X-MEDIA-SEQUENCE:0",
-        "#EXT-X-PLAYLIST-TYPE:VOD", "#EXTINF:62,one, two", "a/1.mp3", "#EXTINF:0,x",
-        "./#2.mp3", "#EXT-X-ENDLIST",
+        "#EXTM3U", "#EXTINF:62,one, two", "a/1 ü.mp3", "#EXTINF:-1,x", "./#2.mp3",
     ]  # fmt: skip
+    assert text.endswith("\n")
 
 
 def test_status_plain_text() -> None:
@@ -81,7 +80,7 @@ def test_kithara_mounts_reads_the_mount_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("path", "message"),
     [(".kithara/x.mp3", "reserved for the mount's status"),
-     ("a/index.m3u8", "reserved for generated playlists")],
+     ("a/.index.m3u8", "reserved for generated playlists")],
 )  # fmt: skip
 def test_reserved_names(path: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -200,7 +200,7 @@ async def test_reload_turns_a_folder_into_a_file_and_back(tmp_path: Path) -> Non
         registry = Registry(before, http, CacheStore(tmp_path), Scheduler(nursery), nursery)  # type: ignore[arg-type]
         fs = KitharaOperations(registry)
         # A nested .kithara is an ordinary folder: it has a playlist like any other.
-        await lookup_path(fs, "x", ".kithara", "index.m3u8")
+        await lookup_path(fs, "x", ".kithara", ".index.m3u8")
         old_dir = (await lookup_path(fs, "a")).st_ino
         change = registry.reload(config([{"path": "a", "url": "http://o/b"}], readahead=5))  # type: ignore[arg-type]
         assert (ROOT_INODE, "a") in change.removed and (ROOT_INODE, "x") in change.removed

@@ -120,7 +120,7 @@ numberish = st.one_of(
     st.booleans(),
     st.sampled_from(JUNK_STRINGS),
 )
-path_parts = st.sampled_from(["a", "b", "x.mp3", "..", ".", "", "index.m3u8", ".kithara", "ü",
+path_parts = st.sampled_from(["a", "b", "x.mp3", "..", ".", "", ".index.m3u8", ".kithara", "ü",
                               "a b", "\x01", "a\\b", "x" * 256, "é" * 128, "\x7f"])  # fmt: skip
 stream_paths = st.one_of(
     st.tuples(st.sampled_from(["", "/"]), st.lists(path_parts, min_size=1, max_size=4)).map(
@@ -578,7 +578,7 @@ ctxs = st.one_of(
               pid=st.sampled_from([0, 1, -1, os.getpid(), 2**31 - 1, 2**22 + 7])),
 )  # fmt: skip
 names = st.one_of(
-    st.sampled_from([b"album", b"one.flac", b"two.mp3", b"index.m3u8", b".kithara",
+    st.sampled_from([b"album", b"one.flac", b"two.mp3", b".index.m3u8", b".kithara",
                      b"status.json", b".", b"..", b"", b"/", b"album/one.flac"]),  # fmt: skip
     st.binary(max_size=300),
 )
@@ -646,7 +646,7 @@ async def _run_calls(folder: str, sequence: list[tuple[str, tuple[Any, ...]]]) -
             fs = KitharaOperations(registry)
             # Open real files first, so that random reads and releases meet live handles.
             prelude = [(("album", "one.flac"), os.O_RDONLY), (("two.mp3",), os.O_NONBLOCK),
-                       (("index.m3u8",), os.O_RDONLY), ((".kithara", "status.json"), 0)]
+                       ((".index.m3u8",), os.O_RDONLY), ((".kithara", "status.json"), 0)]
             for parts, mode in prelude:
                 with contextlib.suppress(pyfuse3.FUSEError):
                     inode = 1

@@ -202,7 +202,7 @@ def test_a_kind_from_outside_mounts_and_plays(mount: MountFactory) -> None:
     loop = pcm(1.5, seed=2)
     expected = endless_bytes(b"", loop, 0, len(heard))
     assert len(heard) >= 2 * RATE * 2 and heard == expected, "two seconds of the endless file"
-    playlist = m.path("toys/index.m3u8").read_text()
+    playlist = m.path("toys/.index.m3u8").read_text()
     assert "tone.wav" in playlist and "radio.wav" not in playlist
 
     # The shared status schema covers a foreign kind: the status file and `kithara-fs status`.

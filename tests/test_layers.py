@@ -21,8 +21,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kithara_fs"
 # Top to bottom; a module may import only modules listed before it (and its own layer).
 ORDER = [
     "redact", "errors", "units", "ranges", "headers", "bitrate", "budget", "tasks", "notify", "net",
-    "cache", "sources", "config", "engine", "tree", "procfd", "fuse", "statusview", "daemon",
-    "mount", "cli",
+    "cache", "sources", "netconfig", "config", "engine", "tree", "procfd", "fuse", "statusview",
+    "daemon", "mount", "cli",
 ]  # fmt: skip
 ONLY_IN = {"pyfuse3": {"fuse"}, "httpx": {"net"}}
 # What the rest of kithara_fs may import of sources/: the interfaces and the kinds table.

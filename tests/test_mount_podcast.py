@@ -106,8 +106,8 @@ def test_a_feed_is_a_folder_of_its_episodes(
     first = "2026-01-05 AC_DC – Live ünd laut"
     sidecars = [f"{first}.txt", f"{first}.chapters.txt", f"{first}.chapters.json",
                 f"{first}.transcript.vtt", f"{first}.transcript-2.srt"]  # fmt: skip
-    assert names == sorted([*EXPECTED, *sidecars, "cover.png", "index.m3u8"])
-    assert (folder / "index.m3u8").read_text().splitlines() == [
+    assert names == sorted([*EXPECTED, *sidecars, "cover.png", ".index.m3u8"])
+    assert (folder / ".index.m3u8").read_text().splitlines() == [
         "#EXTM3U", "#EXTINF:3723,AC/DC – Live ünd laut", f"{first}.mp3",
         "#EXTINF:3723,Same Title", "2026-02-10 Same Title.m4a",
         "#EXTINF:3723,Same Title", "2026-02-10 Same Title (2).m4a",

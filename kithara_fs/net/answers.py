@@ -14,6 +14,7 @@ let an httpx exception out untranslated.
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,8 +30,7 @@ from . import backend
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Everything httpx raises for a failed exchange; InvalidURL and StreamError are not HTTPErrors.
 _HTTPX_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL)
-# Failures that another try cannot mend: a redirect loop, a redirect (or URL) to a scheme other
-# than http(s), a URL httpx cannot even build. Retrying them only makes a request storm.
+# Failures another try cannot mend (a redirect loop or to a scheme not http(s), a bad URL).
 _PERMANENT_ERRORS = (httpx.TooManyRedirects, httpx.UnsupportedProtocol, httpx.InvalidURL)
 # At most this many redirects per request (httpx allows 20; browsers about 20, curl 50 with
 # -L): real CDNs use one or two, so ten is generous and a loop ends quickly.
@@ -376,9 +376,23 @@ def _translate(url: str, exc: Exception) -> OriginError:
         # Our own connection limit, not the origin: retrying would only queue more requests
         # behind the ones holding every connection (the caller tries again later, if at all).
         return OriginError(url, "no free connection in time (the mount's own limit)")
+    refusal = _certificate_refusal(exc)
+    if refusal is not None:
+        # Permanent: asking again does not make it trusted. trio says "broken stream".
+        return OriginError(url, f"TLS certificate not trusted ({refusal}); for a private CA, "
+                           "name its PEM file in [network] ca_file")  # fmt: skip
     error = OriginError(url, _describe(exc), transient=not isinstance(exc, _PERMANENT_ERRORS))
     error.__cause__ = exc
     return error
+
+
+def _certificate_refusal(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    for _ in range(8):  # a bounded walk down the causes
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "verification failed")
+        seen = seen and (seen.__cause__ or seen.__context__)
+    return None
 
 
 def _describe(exc: Exception) -> str:

@@ -10,9 +10,11 @@ has not judged, and never let an httpx exception out untranslated.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,7 +22,7 @@ import trio
 
 from ..errors import OriginError
 from ..redact import redact_url
-from . import backend, lanes
+from . import backend, lanes, scoped
 from .answers import (
     _HTTPX_ERRORS,
     _TRANSIENT_STATUSES,
@@ -64,24 +66,37 @@ class HttpClient:
         *,
         policy: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 32,
+        max_connections: int = 64,
         user_agent: str = USER_AGENT,
+        proxy: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
+        """``proxy``: None for the environment's (as httpx reads it), ``""`` for none at all,
+        or a URL. ``ca_file``: PEM certificates to trust beside the usual ones.
+        ``max_connections``: connections open at once, size probes' lanes included."""
         self.policy = policy or RetryPolicy()
         # Per-phase socket timeouts only; the user-facing budget is the read deadline, which
         # the caller enforces with a cancel scope around the whole wait.
         timeout = httpx.Timeout(connect=10.0, read=STALL_TIMEOUT, write=10.0, pool=30.0)
+        # One TLS context for every pool: loading the CA bundle takes ~40 ms each time.
+        tls = None if transport is not None else httpx.create_ssl_context()
+        if tls is not None and ca_file:
+            tls.load_verify_locations(cafile=ca_file)
+        # Our own sockets and probe lanes only where httpx would connect directly: given a
+        # transport, httpx ignores the proxy environment variables, and lanes know no proxy.
+        direct = tls is not None and (proxy == "" or (proxy is None and lanes.usable(transport)))
+        # Half the connections are the probes' lanes (where there are lanes, and enough to
+        # share): the limit holds for both together.
+        lane_count = min(lanes.LANES, max_connections // 2) if max_connections >= 4 else 0
+        pooled = max_connections - (lane_count if direct else 0)
         # Every connection may stay open for the next request: a burst of size probes (an
         # HLS programme's segments) that keeps only half of them reconnects the other half
         # on every round, which costs the origin a connection (and here a thread) each.
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        # One TLS context for every pool: loading the CA bundle takes ~40 ms each time.
-        tls = None if transport is not None else httpx.create_ssl_context()
-        # Our own sockets and probe lanes only where httpx would connect directly: given a
-        # transport, httpx ignores the proxy environment variables, and lanes know no proxy.
-        direct = tls is not None and lanes.usable(transport)
+        limits = httpx.Limits(max_connections=pooled, max_keepalive_connections=pooled)
+        # The environment's proxy settings count only when the config names no proxy.
+        chosen: dict[str, Any] = {} if proxy is None else {"trust_env": False}
+        if proxy:
+            chosen["proxy"] = proxy
 
         def client(limits: httpx.Limits) -> httpx.AsyncClient:
             return httpx.AsyncClient(
@@ -93,19 +108,55 @@ class HttpClient:
                 transport=backend.transport(tls, limits) if direct and tls else transport,
                 verify=tls if tls is not None else True,
                 headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
+                # A stream's own headers go only to its own origin (scoped.py).
+                event_hooks={"request": [scoped.apply_scope]},
+                **chosen,
             )
 
         self._client = client(limits)
         # Size probes come in bursts (a folder's files, an HLS programme's segments) and take
         # lanes of their own (see lanes.py); anything but a clean answer is asked again here.
         self._lanes = None
-        if direct and tls is not None:
+        if direct and tls is not None and lane_count:
             self._lanes = lanes.ProbeLanes(
                 tls, dict(self._client.headers),
                 {"connect": 10.0, "read": STALL_TIMEOUT, "write": 10.0, "pool": 30.0},
+                lanes=lane_count,
             )  # fmt: skip
         # host -> when it last failed to answer (trio clock); cleared by any answer.
         self._unreachable: dict[str, float] = {}
+        # What this client adds to each request: set on the views for_stream makes.
+        self._scope: scoped.Scope | None = None
+        self._agent: str | None = None
+        self._views: dict[tuple[scoped.Origin, scoped.StreamHeaders], HttpClient] = {}
+
+    def for_stream(self, url: str, extra: scoped.StreamHeaders) -> HttpClient:
+        """This client as one stream uses it: the same connections, retries and memory of
+        hosts, plus ``extra`` (its User-Agent on every request, its headers on those to the
+        origin of ``url``). One view per stream origin and headers, kept for the mount."""
+        if not extra:
+            return self
+        try:
+            home = scoped.origin_of(httpx.URL(url))
+        except (httpx.InvalidURL, ValueError):
+            home = ("", url, 0)  # the request itself will fail with a clear error
+        key = (home, extra)
+        view = self._views.get(key)
+        if view is None:
+            view = copy.copy(self)
+            # Probe lanes send only the client's own headers: a view's probes go by httpx.
+            view._lanes = None
+            view._scope = scoped.Scope(home, extra.headers) if extra.headers else None
+            view._agent = extra.user_agent
+            self._views[key] = view
+        return view
+
+    def _dressed(self, headers: dict[str, str]) -> dict[str, Any]:
+        """A request's headers and extensions, with what this view adds."""
+        agent = {} if self._agent is None else {"User-Agent": self._agent}
+        scope = {} if self._scope is None else {scoped.EXTENSION: self._scope}
+        # A header the caller sets itself (a station's own User-Agent) wins.
+        return {"headers": {**agent, **headers}, "extensions": scope}
 
     def note_unreachable(self, url: str) -> None:
         """Remember that ``url``'s host did not answer (see :meth:`recently_unreachable`)."""
@@ -195,7 +246,7 @@ class HttpClient:
         while True:
             retry_after: float | None = None
             try:
-                async with self._client.stream("GET", url, headers=conditions) as response:
+                async with self._client.stream("GET", url, **self._dressed(conditions)) as response:
                     check_headers(response, shown)
                     status = response.status_code
                     encoding = response.headers.get("Content-Encoding", "").strip().lower()
@@ -258,7 +309,7 @@ class HttpClient:
         """
         shown = redact_url(url)
         try:
-            request = self._client.build_request("GET", url, headers=headers)
+            request = self._client.build_request("GET", url, **self._dressed(headers))
         except (ValueError, httpx.InvalidURL) as exc:  # incl. UnicodeEncodeError
             raise OriginError(shown, f"cannot build the request: {_describe(exc)}") from None
         try:
@@ -309,7 +360,7 @@ class HttpClient:
         while True:
             retry_after: float | None = None
             try:
-                request = client.build_request("GET", url, headers=headers)
+                request = client.build_request("GET", url, **self._dressed(headers))
             except (ValueError, httpx.InvalidURL) as exc:  # incl. UnicodeEncodeError
                 raise OriginError(shown, f"cannot build the request: {_describe(exc)}") from None
             try:

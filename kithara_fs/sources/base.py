@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..budget import ChangeSignal
 from ..cache import CacheStore
 from ..errors import KitharaError
 from ..net import HttpClient
+from ..net.scoped import StreamHeaders
 from .bytesource import FALLBACK_BYTE_RATE, OPENING_TAIL, ByteSource, DownloadCursor
 from .status import Status
 
@@ -213,6 +214,11 @@ class Context:
     sources: dict[str, ByteSource] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)
     spawn: Callable[[str, Callable[[], Awaitable[None]]], None] | None = None
+
+    def for_requests(self, url: str, extra: StreamHeaders) -> Context:
+        """This context for a stream whose requests carry ``extra`` (its headers go only to
+        the origin of ``url``); the same cache, sources and shared objects."""
+        return self if not extra else replace(self, http=self.http.for_stream(url, extra))
 
 
 def no_options(table: Mapping[str, Any], where: str) -> dict[str, Any]:

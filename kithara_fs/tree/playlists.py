@@ -1,9 +1,10 @@
-"""Generated M3U8 playlists: a folder's audio entries as a playlist a player can open.
+"""Generated playlists: a folder's audio entries as a plain extended M3U a player can open.
 
-Owns the text of the ``index.m3u8`` files the mount shows in every folder: ``#EXTM3U``, then
-one ``#EXTINF:<seconds>,<title>`` line and one relative path per entry. Paths are written as
-they are, not percent-encoded: players open local playlist entries as file names (ffmpeg's
-file protocol does not decode ``%20``).
+Owns the text of the hidden ``.index.m3u8`` the mount shows in every folder: ``#EXTM3U``,
+then one ``#EXTINF:<seconds>,<title>`` line and one relative path per entry, in UTF-8. It is
+a list, not an HLS media playlist: players with an M3U reader (mpv, VLC) play the entries
+one after another, whatever their formats. Paths are written as they are, not
+percent-encoded: players open local playlist entries as file names.
 
 It must never look at the network or the cache: it renders what it is given.
 """
@@ -28,27 +29,15 @@ class PlaylistEntry:
 
 
 def render(entries: Iterable[PlaylistEntry]) -> bytes:
-    """The playlist text.
-
-    The ``EXT-X`` tags (target duration, VOD, end list) make it a complete HLS media
-    playlist, which is what ffmpeg (and players built on it) need to play it as one
-    continuous stream; players with their own M3U parser read the same file as a list.
-    """
-    items = list(entries)
-    # HLS wants a non-negative duration; 0 stands for "not known yet" (headers not cached).
-    seconds = [max(0, round(e.seconds)) if e.seconds is not None else 0 for e in items]
-    lines = [
-        "#EXTM3U",
-        "#EXT-X-VERSION:3",
-        f"#EXT-X-TARGETDURATION:{max([1, *seconds])}",
-        "#EXT-X-MEDIA-SEQUENCE:0",
-        "#EXT-X-PLAYLIST-TYPE:VOD",
-    ]
-    for entry, duration in zip(items, seconds, strict=True):
+    """The playlist text; -1 seconds stands for a duration not known yet (the extended M3U
+    convention), as before the file's headers are cached."""
+    lines = ["#EXTM3U"]
+    for entry in entries:
+        seconds = -1 if entry.seconds is None else max(0, round(entry.seconds))
+        # One line whatever the title holds: a newline would start a path line.
         title = " ".join(entry.title.split())
-        lines.append(f"#EXTINF:{duration},{title}")
+        lines.append(f"#EXTINF:{seconds},{title}")
         path = "/".join(entry.path)
         # A line starting with '#' would read as a tag; './' keeps it a path.
         lines.append(f"./{path}" if path.startswith("#") else path)
-    lines.append("#EXT-X-ENDLIST")
     return ("\n".join(lines) + "\n").encode()

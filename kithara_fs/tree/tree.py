@@ -3,7 +3,7 @@
 Owns the directory tree (folders created from path parts), inode numbering, building each
 stream's node through its kind (``sources.kinds``), reloading (unchanged streams keep their
 nodes and inodes; removed ones vanish for lookups while open handles go on), the generated
-files (an ``index.m3u8`` in every folder, ``.kithara/status.json``), and lookups.
+files (a hidden ``.index.m3u8`` in every folder, ``.kithara/status.json``), and lookups.
 
 It must never import pyfuse3, never touch the network itself, and never name a kind.
 """
@@ -124,7 +124,7 @@ class Tree:
         kind = kinds.find(stream.kind)
         assert kind is not None, stream.kind  # the config only holds known kinds
         spec = Spec(stream.url, stream.display_path, stream.option_map, readahead)
-        built = kind.build(spec, self.context)
+        built = kind.build(spec, self.context.for_requests(stream.url, stream.requests))
         folder = self._folder(stream.path[:-1])
         name = stream.path[-1]
         self._yield_companion(folder, name)
@@ -306,7 +306,7 @@ class Tree:
         return folder.parent is self.root and folder.name == CONTROL_DIR
 
     def _add_virtual_files(self, folder: DirNode) -> None:
-        """An index.m3u8 in every folder, and .kithara/status.json at the root."""
+        """A hidden .index.m3u8 in every folder, and .kithara/status.json at the root."""
         if isinstance(folder, ListingNode):
             return  # its files come from the listing
         if PLAYLIST_NAME not in folder.children:

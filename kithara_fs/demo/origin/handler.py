@@ -87,7 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
         def answer(status: int) -> _Entry:
             # Logged before the first byte goes out: a client that has its response may look at
             # the log straight away, so the entry must already be there.
-            entry = _Entry(self.command, path, range_header, if_range, status, fault=plan.fault)
+            entry = _Entry(self.command, path, range_header, if_range, status, fault=plan.fault,
+                           headers=tuple(self.headers.items()))
             origin._answer(entry)
             self.send_response(status)
             return entry

@@ -27,6 +27,12 @@ class RequestRecord:
     # The injected faults by name, "+"-joined; chaos ones as "chaos:<name>". None: a clean
     # answer (delay, stall and rate are not counted: they only slow an answer down).
     fault: str | None = None
+    # Every request header as received, in order (tests of what a client sends).
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The first value of a request header, by case-insensitive name."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
 
 @dataclass
@@ -40,6 +46,7 @@ class _Entry:
     status: int
     body_bytes: int = 0
     fault: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
     def freeze(self) -> RequestRecord:
         return RequestRecord(
@@ -50,6 +57,7 @@ class _Entry:
             self.status,
             self.body_bytes,
             self.fault,
+            self.headers,
         )
 
 

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable
@@ -41,8 +42,13 @@ class Origin:
     wait_idle() waits until every response in progress has finished.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """``tls``: a server-side context to speak HTTPS with (its certificate must name
+        ``host``)."""
         self.host = host
+        self.scheme = "http" if tls is None else "https"
         self._entries: list[_Entry] = []
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -57,6 +63,8 @@ class Origin:
         self._connections: set[socket.socket] = set()
         # Every connection ever accepted (a client that reuses connections opens few).
         self.connections_accepted = 0
+        # The most connections open at once (a client's connection limit shows here).
+        self.peak_connections = 0
         self._version = 0
         # Stalls in progress wait on this; clear_faults() sets it and puts a fresh one here.
         self._release = threading.Event()
@@ -66,13 +74,17 @@ class Origin:
         self._stopped = False
         self._server = _Server((host, port), _Handler)
         self._server.origin = self
+        if tls is not None:
+            # Handshakes happen in accept(): a client that refuses the certificate costs the
+            # serving thread one failed accept, which socketserver shrugs off (an OSError).
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{quote(path)}"
+        return f"{self.scheme}://{self.host}:{self.port}{quote(path)}"
 
     def add(self, path: str, data: bytes | Path, content_type: str | None = None) -> str:
         """Register `data` at `path` (e.g. "/x.mp3") and return its URL."""
@@ -305,5 +317,6 @@ class Origin:
             if add:
                 self._connections.add(conn)
                 self.connections_accepted += 1
+                self.peak_connections = max(self.peak_connections, len(self._connections))
             else:
                 self._connections.discard(conn)

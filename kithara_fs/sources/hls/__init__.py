@@ -63,9 +63,11 @@ def check(table: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def build(spec: Spec, context: Context) -> ProgrammeListing:
-    fetcher = context.shared.get("hls.fetcher")
+    # One fetcher per client view: a stream with headers of its own has its own view.
+    key = f"hls.fetcher {id(context.http)}"
+    fetcher = context.shared.get(key)
     if not isinstance(fetcher, SegmentFetcher):
-        fetcher = context.shared["hls.fetcher"] = SegmentFetcher(context.http)
+        fetcher = context.shared[key] = SegmentFetcher(context.http)
     programme = Programme(
         spec.url, spec.label, fetcher, context.store, context.sources, spec.readahead_seconds,
         start_behind=spec.options["live_start_segments"],

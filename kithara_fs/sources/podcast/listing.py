@@ -49,7 +49,8 @@ PARSERS = "podcast feed parsers"
 # Episodes listed between two looks at the event loop.
 LIST_BATCH = 500
 # The folder's playlist, under the name every folder's has.
-PLAYLIST = "index.m3u8"
+# The same name as config.PLAYLIST_NAME (a podcast folder is a listing, not a tree folder).
+PLAYLIST = ".index.m3u8"
 
 
 def _playlist(episodes: list[Episode], names: dict[str, str]) -> str:
@@ -58,7 +59,7 @@ def _playlist(episodes: list[Episode], names: dict[str, str]) -> str:
     lines = ["#EXTM3U"]
     for episode in sorted(episodes, key=lambda e: (e.published or 0.0, names[e.guid])):
         seconds = -1 if episode.duration is None else round(episode.duration)
-        title = episode.title or names[episode.guid]
+        title = " ".join((episode.title or names[episode.guid]).split())
         name = names[episode.guid]
         lines += [f"#EXTINF:{seconds},{title}", f"./{name}" if name.startswith("#") else name]
     return "\n".join(lines)
