@@ -339,10 +339,12 @@ def _check_tree(streams: tuple[StreamConfig, ...], source: str) -> None:
     files: dict[tuple[str, ...], int] = {}
     folders: dict[tuple[str, ...], int] = {}
     # Streams of one URL share its source, so they must ask for it in the same way.
-    asked: dict[str, tuple[int, StreamHeaders]] = {}
+    asked: dict[str, tuple[int, object]] = {}
     for index, stream in enumerate(streams, start=1):
-        first, requests = asked.setdefault(stream.url, (index, stream.requests))
-        if requests != stream.requests:
+        said = (tuple((n.lower(), v) for n, v in stream.requests.headers),
+                stream.requests.user_agent)  # fmt: skip
+        first, before = asked.setdefault(stream.url, (index, said))
+        if before != said:
             raise ConfigError(f"{source}: stream {index} ({stream.display_path}): headers: "
                               f"stream {first} names the same URL with other headers or "
                               "user_agent; give both the same")  # fmt: skip

@@ -14,8 +14,10 @@ It must never touch the network. It reads only the files the config names.
 
 from __future__ import annotations
 
+import errno
 import os
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,15 +35,19 @@ STREAM_KEYS = {"headers", "user_agent"}
 # exhaust file descriptors.
 DEFAULT_MAX_CONNECTIONS = 64
 MAX_CONNECTIONS = 1000
+# Fewer would leave a second player waiting for the first one's connection.
+MIN_CONNECTIONS = 4
 # A header value longer than this is a mistake (a whole file named by @file:, say).
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 32
 # Headers kithara_fs sets itself, on every request or where it must: a stream may not change
 # them (a Range or Accept-Encoding of its own would break byte-exact downloads).
+# Conditions of other kinds (If-Match, Expect) would turn answers into errors.
 RESERVED = frozenset({
-    "host", "range", "if-range", "if-none-match", "if-modified-since", "accept-encoding",
-    "connection", "content-length", "transfer-encoding", "te", "upgrade", "icy-metadata",
-    "user-agent", "cookie", "proxy-authorization", "keep-alive",
+    "host", "range", "if-range", "if-none-match", "if-modified-since", "if-match",
+    "if-unmodified-since", "expect", "accept-encoding", "connection", "content-length",
+    "transfer-encoding", "te", "upgrade", "icy-metadata", "user-agent", "proxy-authorization",
+    "keep-alive",
 })  # fmt: skip
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -76,9 +82,11 @@ def parse_network(table: Mapping[str, Any], where: str) -> Network:
     if "ca_file" in table:
         ca_file = _ca_file(table["ca_file"], f"{where}ca_file")
     limit = table.get("max_connections", DEFAULT_MAX_CONNECTIONS)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_CONNECTIONS:
-        raise ConfigError(f"{where}max_connections: must be a whole number from 1 to "
-                          f"{MAX_CONNECTIONS}, not {limit!r}"[:300])  # fmt: skip
+    if (isinstance(limit, bool) or not isinstance(limit, int)
+            or not MIN_CONNECTIONS <= limit <= MAX_CONNECTIONS):  # fmt: skip
+        shown = f"{limit!r}"[:100]
+        raise ConfigError(f"{where}max_connections: must be a whole number from "
+                          f"{MIN_CONNECTIONS} to {MAX_CONNECTIONS}, not {shown}")  # fmt: skip
     return Network(user_agent, proxy, ca_file, limit)
 
 
@@ -106,6 +114,7 @@ def _ca_file(value: Any, where: str) -> str:
         raise ConfigError(f"{where}: must be the path of a PEM file")
     path = os.path.expanduser(value.strip())
     try:
+        _regular(path)
         ssl.create_default_context().load_verify_locations(cafile=path)
     except ssl.SSLError:  # an OSError too: first
         raise ConfigError(f"{where}: {path} holds no PEM certificate") from None
@@ -139,7 +148,25 @@ def parse_stream_headers(table: Mapping[str, Any], where: str) -> StreamHeaders:
             raise ConfigError(f"{where}headers: {name}: given twice")
         seen.add(name.lower())
         headers.append((name, _header_value(value, f"{where}headers: {name}")))
-    return StreamHeaders(tuple(headers), user_agent)
+    # In one order, so that two streams saying the same compare equal.
+    return StreamHeaders(tuple(sorted(headers, key=lambda h: h[0].lower())), user_agent)
+
+
+def _regular(path: str) -> None:
+    """Refuse what is not a regular file: a FIFO would block the reader (the whole mount,
+    at a reload) until someone writes to it."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+
+
+def _read_regular(path: str, limit: int) -> bytes:
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return os.read(descriptor, limit)
+    finally:
+        os.close(descriptor)
 
 
 def _header_value(value: Any, where: str) -> Secret:
@@ -151,8 +178,7 @@ def _header_value(value: Any, where: str) -> Secret:
         path = os.path.expanduser(value[len("@file:"):])
         origin = f"the text of {path}"
         try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_HEADER_BYTES + 3)
+            data = _read_regular(path, MAX_HEADER_BYTES + 3)
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
         try:

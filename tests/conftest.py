@@ -86,13 +86,14 @@ def mount(
         env: dict[str, str] | None = None,
         mountpoint: Path | None = None,
         command: list[str] | None = None,
+        mount_args: list[str] | None = None,
         **opts: object,
     ) -> Mount:
         folder = cache_dir or tmp_path / "cache"
         config = write_config(tmp_path / f"{name}.toml", streams, folder, cache, network,
                               **opts)  # fmt: skip
         m = Mount(config, mountpoint or tmp_path / name, tmp_path / f"{name}.log", env,
-                  command)  # fmt: skip
+                  command, mount_args)  # fmt: skip
         mounts.append(m)
         return m.start()
 

@@ -78,8 +78,11 @@ class Mount:
         log: Path,
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
+        mount_args: list[str] | None = None,
     ) -> None:
         self.config = config
+        # Options of `kithara-fs mount` itself, such as --allow-other.
+        self.mount_args = mount_args or []
         self.env = env or {}
         # What runs `kithara-fs`: by default the installed package; a test may run a
         # program of its own that embeds kithara_fs (one that registers a kind, say).
@@ -103,8 +106,8 @@ class Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                [*self.command, "--log-level", "debug", "mount",
-                 "--foreground", str(self.config), str(self.mountpoint)],
+                [*self.command, "--log-level", "debug", "mount", "--foreground",
+                 *self.mount_args, str(self.config), str(self.mountpoint)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=clean_env() | self.env,
             )  # fmt: skip

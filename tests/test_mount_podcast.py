@@ -323,3 +323,27 @@ def test_a_malformed_feed_lists_what_it_can(origin: Origin, mount: MountFactory)
     origin.add("/broken.xml", broken, "application/rss+xml")
     m = mount({"cast": {"url": origin.url("/broken.xml"), "kind": "podcast"}})
     assert "2026-01-02 Readable.mp3" in os.listdir(m.path("cast"))
+
+
+def test_a_private_feeds_token_goes_to_its_host_only(
+    origin: Origin, mount: MountFactory, media_files: dict[str, Path]
+) -> None:
+    token = "feed-token-0b5e2d"
+    elsewhere = f"http://localhost:{origin.port}/flac.flac"  # the same server, another origin
+    items = [item("a", "At home", "2026-01-05 08:00", origin.url("/cbr.mp3"), "audio/mpeg",
+                  "0", "60"),
+             item("b", "On the CDN", "2026-01-06 08:00", elsewhere, "audio/flac", "0", "60")]
+    origin.add("/private.xml", feed(origin, items), "application/rss+xml")
+    origin.add("/cover.png", PNG, "image/png")
+    m = mount({"cast": {"url": origin.url("/private.xml"), "kind": "podcast",
+                        "headers": {"Authorization": f"Bearer {token}"}}})  # fmt: skip
+    folder = m.path("cast")
+    home, cdn = folder / "2026-01-05 At home.mp3", folder / "2026-01-06 On the CDN.flac"
+    assert home.read_bytes() == media_files["cbr.mp3"].read_bytes()
+    assert cdn.read_bytes() == media_files["flac.flac"].read_bytes()
+    origin.wait_idle()
+    for path in ("/private.xml", "/cbr.mp3"):
+        sent = {r.header("Authorization") for r in origin.requests_for(path)}
+        assert sent == {f"Bearer {token}"}, path
+    assert {r.header("Authorization") for r in origin.requests_for("/flac.flac")} == {None}
+    assert token not in m.log_text()

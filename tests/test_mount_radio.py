@@ -301,6 +301,22 @@ def test_a_file_stream_that_is_a_station_plays_as_an_endless_file(
     assert "internet radio station" in m.log_text()
 
 
+def test_a_stations_headers_reach_its_server_and_nowhere_visible(
+    stations: Stations, mount: MountFactory, tmp_path: Path
+) -> None:
+    origin = stations()
+    (tmp_path / "token").write_text("radio-token-5e1c\n")
+    m = mount({"a.mp3": {"url": origin.url("/a"), "kind": "radio",
+                         "headers": {"Authorization": f"@file:{tmp_path / 'token'}"}}})  # fmt: skip
+    read_for(m.path("a.mp3"), 1000)
+    asked = [r for r in origin.requests if r]
+    assert asked and {r.get("authorization") for r in asked} == {"radio-token-5e1c"}
+    assert [r for r in asked if r.get("icy-metadata") == "1"], "the station's own connection"
+    shown = [m.log_text()] + [f"{n}={os.getxattr(m.path('a.mp3'), n)!r}"
+                              for n in os.listxattr(m.path("a.mp3"))]  # fmt: skip
+    assert "radio-token-5e1c" not in "\n".join(shown)
+
+
 def test_the_network_user_agent_goes_to_every_station(
     stations: Stations, mount: MountFactory
 ) -> None:

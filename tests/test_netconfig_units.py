@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,8 @@ def test_header_values_come_from_text_a_file_or_the_environment(
         "X-Env": "@env:KFS_T", "X-At": "@@home"}, user_agent="Own/1"))  # fmt: skip
     requests = settings.streams[0].requests
     assert requests == StreamHeaders(
-        (("Authorization", Secret(f"Bearer {TOKEN}")), ("X-File", Secret(TOKEN)),
-         ("X-Env", Secret(TOKEN)), ("X-At", Secret("@home"))), "Own/1")  # fmt: skip
+        (("Authorization", Secret(f"Bearer {TOKEN}")), ("X-At", Secret("@home")),
+         ("X-Env", Secret(TOKEN)), ("X-File", Secret(TOKEN))), "Own/1")  # fmt: skip
     assert TOKEN not in repr(settings) and TOKEN not in str(requests.headers[0][1])
 
 
@@ -69,6 +70,22 @@ def test_a_header_file_that_is_not_ascii_names_the_file(tmp_path: Path) -> None:
     assert f"the text of {tmp_path / 't'} is not ASCII" in text
 
 
+def test_a_header_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    text = error_of(stream(headers={"X-A": f"@file:{fifo}"}))  # would block on open()
+    assert f"X-A: cannot read {fifo}: not a regular file" in text
+    assert "not a regular file" in error_of({"network": {"ca_file": str(fifo)}})
+
+
+def test_headers_in_any_order_or_case_are_the_same_request() -> None:
+    data = {"stream": [
+        {"path": "a.mp3", "url": "http://h/x.mp3", "headers": {"X-A": "1", "Cookie": "s=1"}},
+        {"path": "b.mp3", "url": "http://h/x.mp3", "headers": {"cookie": "s=1", "x-a": "1"}},
+    ]}  # fmt: skip
+    assert len(parse_config(data).streams) == 2
+
+
 def test_one_url_asked_for_in_two_ways_is_refused() -> None:
     data = {"stream": [{"path": "a.mp3", "url": "http://h/x.mp3", "headers": {"X-A": "1"}},
                        {"path": "b.mp3", "url": "http://h/x.mp3"}]}  # fmt: skip
@@ -82,7 +99,8 @@ def test_one_url_asked_for_in_two_ways_is_refused() -> None:
         ({"proxy": f"http://me:{TOKEN}@"}, "proxy: must be an http:// or https:// URL"),
         ({"proxy": 3128}, "proxy: must be a URL"),
         ({"ca_file": "/nonexistent.pem"}, "ca_file: cannot read /nonexistent.pem"),
-        ({"max_connections": 0}, "max_connections: must be a whole number from 1 to 1000"),
+        ({"max_connections": 0}, "max_connections: must be a whole number from 4 to 1000"),
+        ({"max_connections": 3}, "max_connections: must be a whole number from 4 to 1000"),
         ({"max_connections": True}, "max_connections"),
     ],
 )  # fmt: skip
@@ -112,6 +130,8 @@ async def test_headers_go_to_the_streams_own_origin_only() -> None:
             return httpx.Response(302, headers={"Location": "http://cdn.test/a.mp3"})
         if request.url.path == "/up":
             return httpx.Response(302, headers={"Location": "https://feeds.test/a.mp3"})
+        if request.url.path == "/down":
+            return httpx.Response(302, headers={"Location": "http://feeds.test/a.mp3"})
         return httpx.Response(206, content=b"x", headers={"Content-Range": "bytes 0-0/10"})
 
     extra = StreamHeaders((("X-Token", Secret(TOKEN)),), "Own/1")
@@ -122,9 +142,15 @@ async def test_headers_go_to_the_streams_own_origin_only() -> None:
         for path in ("/hop", "/up"):
             await view.probe(f"http://feeds.test{path}")
         await http.probe("http://feeds.test/plain")
+        secure = http.for_stream("https://feeds.test/feed.xml", extra)
+        await secure.probe("https://feeds.test/down")
+        await secure.probe("https://feeds.test:8443/a.mp3")
     got = [(str(r.url), r.headers.get("X-Token"), r.headers.get("User-Agent")) for r in seen]
     assert got[0] == ("http://feeds.test/hop", TOKEN, "Own/1")
     assert got[1] == ("http://cdn.test/a.mp3", None, "Own/1"), "not to another host"
     assert got[2] == ("http://feeds.test/up", TOKEN, "Own/1")
     assert got[3] == ("https://feeds.test/a.mp3", TOKEN, "Own/1"), "an upgrade to https stays"
     assert got[4][1] is None and got[4][2] != "Own/1", "the mount's other streams carry neither"
+    assert got[5] == ("https://feeds.test/down", TOKEN, "Own/1")
+    assert got[6] == ("http://feeds.test/a.mp3", None, "Own/1"), "never down to plain http"
+    assert got[7] == ("https://feeds.test:8443/a.mp3", None, "Own/1"), "nor to another port"

@@ -32,8 +32,8 @@ _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _HTTPX_ERRORS = (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL)
 # Failures another try cannot mend (a redirect loop or to a scheme not http(s), a bad URL).
 _PERMANENT_ERRORS = (httpx.TooManyRedirects, httpx.UnsupportedProtocol, httpx.InvalidURL)
-# At most this many redirects per request (httpx allows 20; browsers about 20, curl 50 with
-# -L): real CDNs use one or two, so ten is generous and a loop ends quickly.
+# At most this many redirects per request (httpx and browsers allow 20, curl -L 50): real
+# CDNs use one or two, so ten is generous and a loop ends quickly.
 MAX_REDIRECTS = 10
 # An answer's whole header block may be at most this large. Real origins send a few KiB
 # (signed cookies and CDN headers stay well under 32 KiB); more is hostile or broken.
@@ -93,8 +93,7 @@ class Fetched:
     not_modified: bool = False
 
 
-# A small body left after the headers that matter (a probe's one byte) is read to its end
-# when it is at most this big and arrives within this long.
+# A body left after the headers (a probe's byte) is read to its end if this small and quick.
 DRAIN_LIMIT = 64 * 1024
 DRAIN_SECONDS = 1.0
 
@@ -379,8 +378,9 @@ def _translate(url: str, exc: Exception) -> OriginError:
     refusal = _certificate_refusal(exc)
     if refusal is not None:
         # Permanent: asking again does not make it trusted. trio says "broken stream".
-        return OriginError(url, f"TLS certificate not trusted ({refusal}); for a private CA, "
-                           "name its PEM file in [network] ca_file")  # fmt: skip
+        unknown = "issuer" in refusal or "self" in refusal  # not a name or date mismatch
+        hint = "; a private CA goes in [network] ca_file" if unknown else ""
+        return OriginError(url, f"TLS certificate not trusted ({refusal}){hint}")
     error = OriginError(url, _describe(exc), transient=not isinstance(exc, _PERMANENT_ERRORS))
     error.__cause__ = exc
     return error

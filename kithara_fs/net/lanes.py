@@ -141,6 +141,11 @@ class ProbeLanes:
 
     async def _probe(self, key: _Key, target: httpx.URL, url: str) -> ResourceInfo | None:
         connection, stale = self._take(key)
+        # Closed before the new connection opens: the lanes bound open connections.
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            for old in stale:
+                await old.aclose()
+        stale = []
         try:
             with trio.move_on_after(PROBE_SECONDS) as timed:
                 info = await self._ask(connection, key, target, url)
@@ -226,6 +231,12 @@ class ProbeLanes:
             connection = httpcore.AsyncHTTPConnection(
                 httpcore.Origin(*key), ssl_context=self._tls, keepalive_expiry=KEEPALIVE_SECONDS
             )
+            # A new connection beside the idle ones of other origins: one of those goes
+            # first, so that open connections (in use and idle) never exceed the lanes.
+            others = [k for k, kept in self._idle.items() if kept and k != key]
+            if others and self._idle_count + self._limit.borrowed_tokens > self._lanes:
+                stale.append(self._idle[others[0]].pop(0))
+                self._idle_count -= 1
         if not idle:
             self._idle.pop(key, None)
         return connection, stale

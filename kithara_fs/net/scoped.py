@@ -79,5 +79,5 @@ async def apply_scope(request: httpx.Request) -> None:
     for name, secret in scope.headers:
         if home:
             request.headers[name] = secret.value
-        elif name in request.headers:
+        elif request.headers.get(name) == secret.value:  # ours, carried over by a redirect
             del request.headers[name]

@@ -365,6 +365,8 @@ def build(spec: Spec, context: Context) -> ProgressiveSource:
         source = ProgressiveSource(spec.url, context.http, context.store.entry(spec.url),
                                    as_station=lambda: radio.endless_file(spec.url, context))
         context.sources[spec.url] = source
+    # A rebuilt stream (a reload) may ask with new headers: from now on, with those.
+    source.http = context.http
     source.readahead_seconds = spec.readahead_seconds
     return source
 

@@ -208,6 +208,8 @@ class Programme:
             )  # fmt: skip
             source.variant, source.live = item.stem, False
             self._sources[key] = source
+        # A rebuilt programme (a reload) may ask with new headers: its fetcher's.
+        source.fetcher, source.http = self.fetcher, self.fetcher.http
         source.readahead_seconds = self.readahead_seconds
         return source
 

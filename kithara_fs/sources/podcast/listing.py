@@ -211,6 +211,7 @@ class PodcastListing(Listing):
         if not isinstance(source, ProgressiveSource):
             source = ProgressiveSource(url, self.context.http, self.context.store.entry(url))
             self.context.sources[url] = source
+        source.http = self.context.http  # the feed's headers, as the config says now
         return source
 
     def _source(self, episode: Episode) -> ProgressiveSource:
@@ -226,6 +227,7 @@ class PodcastListing(Listing):
             entry = self.context.store.entry(key)
             source = ProgressiveSource(episode.url, self.context.http, entry)
             episodes[key] = source
+        source.http = self.context.http
         source.versions_vary = True  # hosts insert ads per request (versions.py)
         source.mtime = episode.published
         published = None

@@ -59,6 +59,7 @@ def build(spec: Spec, context: Context) -> StationFile:
     station = context.shared.get(key)
     if isinstance(station, Station):
         station.configure(spec.options)  # the path built last (a reload's) says
+        station.http = station.tracks.http = context.http  # and its headers, from now on
     else:
         name = spec.label.rsplit("/", 1)[-1]
         extension = name.rsplit(".", 1)[-1].lower() if "." in name else "mp3"
