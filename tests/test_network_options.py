@@ -211,7 +211,7 @@ def test_without_ca_file_the_private_ca_is_refused(
         read(m.path("a.flac"))
     assert server.requests == [], "no request was sent over an untrusted connection"
     line = next(x for x in m.log_text().splitlines() if "TLS certificate not trusted" in x)
-    assert "name its PEM file in [network] ca_file" in line, line
+    assert "a private CA goes in [network] ca_file" in line, line
 
 
 def test_max_connections_bounds_the_connections_at_once(

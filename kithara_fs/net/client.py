@@ -41,13 +41,11 @@ from .answers import (
 )
 from .retry import Backoff, RetryPolicy
 
-# No "Mozilla" (Shoutcast serves its HTML page to those) and no hyphen (one large station
-# network sent nothing to User-Agents with one: radiotray-ng#252).
+# No "Mozilla" (Shoutcast's HTML page) and no hyphen (radiotray-ng#252: no audio for those).
 USER_AGENT = "KitharaFS/0.1"
-# A connection that delivers no byte for this long while we wait on it is stalled: it is
-# abandoned and the download resumes on a new one at the first missing byte. Five seconds
-# is far beyond any healthy gap between TCP segments (a slow link trickles bytes, it does
-# not pause), and leaves a blocking reader (30 s budget) time for several replacements.
+# A connection that delivers no byte for this long while we wait on it is stalled: the
+# download resumes on a new one at the first missing byte. Five seconds is far beyond any
+# healthy gap between TCP segments, and leaves a blocking reader (30 s) several tries.
 STALL_TIMEOUT = 5.0
 # A host that did not answer a revalidation is taken to be offline for this long: opens of
 # cached files from it do not ask again (and so do not wait) until then.
@@ -114,6 +112,7 @@ class HttpClient:
             )
 
         self._client = client(limits)
+        self._behind_proxy = bool(proxy) or (proxy is None and transport is None and not direct)
         # Size probes come in bursts (a folder's files, an HLS programme's segments) and take
         # lanes of their own (see lanes.py); anything but a clean answer is asked again here.
         self._lanes = None
@@ -136,10 +135,7 @@ class HttpClient:
         origin of ``url``). One view per stream origin and headers, kept for the mount."""
         if not extra:
             return self
-        try:
-            home = scoped.origin_of(httpx.URL(url))
-        except (httpx.InvalidURL, ValueError):
-            home = ("", url, 0)  # the request itself will fail with a clear error
+        home = scoped.home_of(url)
         key = (home, extra)
         view = self._views.get(key)
         if view is None:
@@ -215,10 +211,14 @@ class HttpClient:
         Returns None when it is (304 Not Modified, or the same validators), else the new
         version's info. No retries: a failure means "use the cache" to the caller.
         """
-        conditions = {}
-        if known.etag:
+        # max-age=0: a cache on the way checks its copy with the origin before it answers.
+        conditions = {"Cache-Control": "max-age=0"}
+        # Behind a proxy, no validator of ours: Squid sends a client's own upstream in place
+        # of its copy's, and the origin would send a new version whole for every host that
+        # held the old one. The answer's validators decide then (below).
+        if not self._behind_proxy and known.etag:
             conditions["If-None-Match"] = known.etag
-        elif known.last_modified:
+        elif not self._behind_proxy and known.last_modified:
             conditions["If-Modified-Since"] = known.last_modified
         async with self.open_range(
             url, 0, 0, conditions=conditions, policy=RetryPolicy(attempts=1)

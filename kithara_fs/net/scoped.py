@@ -62,6 +62,15 @@ def origin_of(url: httpx.URL) -> Origin:
     return (url.scheme, url.host, port)
 
 
+def home_of(url: str) -> Origin:
+    """The origin of a stream's URL (a URL httpx cannot parse gets none: its requests fail
+    with a clear error of their own)."""
+    try:
+        return origin_of(httpx.URL(url))
+    except (httpx.InvalidURL, ValueError):
+        return ("", url, 0)
+
+
 def _at_home(here: Origin, home: Origin) -> bool:
     if here == home:
         return True

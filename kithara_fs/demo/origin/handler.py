@@ -108,7 +108,10 @@ class _Handler(BaseHTTPRequestHandler):
                 entry = answer(plan.status)
                 if plan.body_type is not None:
                     self.send_header("Content-Type", plan.body_type)
-                self.send_header("Content-Length", str(len(plan.body)))
+                if plan.status != 304:
+                    # RFC 9110 §8.6: a 304 carries no Content-Length of its own (Squid 5
+                    # stores one as the file's length: its bug 5538).
+                    self.send_header("Content-Length", str(len(plan.body)))
                 for name, value in plan.headers:
                     self.send_header(name, _header_text(value))
                 self._end_headers(plan)
