@@ -30,9 +30,10 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 from xml.sax.saxutils import escape
+
+from .lifecycle import StartsAndStops
 
 WEBROOT = "/usr/share/icecast2/web"
 ADMINROOT = "/usr/share/icecast2/admin"
@@ -91,7 +92,7 @@ def _wait_for(condition: Callable[[], bool], what: str, seconds: float = START_S
         time.sleep(0.05)
 
 
-class Icecast:
+class Icecast(StartsAndStops):
     """``with Icecast(tmp_path) as ice:`` — a running server; sources via ``start_source``."""
 
     def __init__(self, directory: Path) -> None:
@@ -107,22 +108,6 @@ class Icecast:
         self._as_nobody = os.geteuid() == 0
 
     # -- lifecycle --------------------------------------------------------------------------
-
-    def __enter__(self) -> Icecast:
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _start(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="icecast-", dir=self.directory))

@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
@@ -34,6 +33,7 @@ import pytest
 from kithara_fs.demo.origin import Origin
 
 from .conftest import MountFactory, needs_fuse, sha256
+from .lifecycle import StartsAndStops
 from .mounting import Mount
 
 SHIPPED = Path(__file__).resolve().parent.parent / "deploy" / "squid" / "kithara-fs.conf"
@@ -99,7 +99,7 @@ def drop_in(cache_dir: Path, source: Path = SHIPPED) -> str:
     return text
 
 
-class Squid:
+class Squid(StartsAndStops):
     """``with Squid(logs) as proxy:`` — Squid in the foreground on a free 127.0.0.1 port.
 
     Its folder (config, cache, pid, logs) is made under the system temp directory, not under
@@ -169,22 +169,6 @@ class Squid:
             text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=self.folder,
             **self._as_account(),
         )  # fmt: skip
-
-    def __enter__(self) -> Squid:
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _start(self) -> None:
         self.write_config()
