@@ -20,7 +20,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
-from .lifecycle import StartsAndStops
+from .lifecycle import StartsAndStops, free_port, tail
 
 WEBROOT = "/usr/share/icecast2/web"
 ADMINROOT = "/usr/share/icecast2/admin"
@@ -53,24 +52,9 @@ def icecast_available() -> bool:
     return shutil.which("icecast2") is not None and shutil.which("ffmpeg") is not None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def _no_proxy_env() -> dict[str, str]:
     """ffmpeg's http protocol honours http_proxy; loopback traffic must go straight there."""
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"({path.name}: missing)"
-    return f"--- {path.name} ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -111,7 +95,7 @@ class Icecast(StartsAndStops):
 
     def _start(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="icecast-", dir=self.directory))
-        self.port = _free_port()
+        self.port = free_port()
         config = self.folder / "icecast.xml"
         config.write_text(self._config())
         config.chmod(0o644)
@@ -167,7 +151,7 @@ class Icecast(StartsAndStops):
 
     def _server_logs(self) -> str:
         assert self.folder is not None
-        return "\n".join(_tail(self.folder / n) for n in ("icecast.out", "error.log"))
+        return "\n".join(tail(self.folder / n) for n in ("icecast.out", "error.log"))
 
     def _config(self) -> str:
         e = escape
@@ -328,7 +312,7 @@ class Icecast(StartsAndStops):
                 log.flush()
                 raise RuntimeError(
                     f"source {mount} ({codec}) never went live (ffmpeg rc={proc.returncode})\n"
-                    + _tail(Path(log.name))
+                    + tail(Path(log.name))
                     + "\n"
                     + self._server_logs()
                 )

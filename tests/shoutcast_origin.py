@@ -37,7 +37,8 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from types import TracebackType
+
+from .lifecycle import StartsAndStops
 
 MAX_BLOCK = 255 * 16  # the largest metadata block: length byte 255
 PIECE_SECONDS = 0.05  # pacing: one piece of audio every 1/20 s
@@ -141,7 +142,7 @@ class _Handler(socketserver.BaseRequestHandler):
         server.origin._serve(sock)
 
 
-class ShoutcastOrigin:
+class ShoutcastOrigin(StartsAndStops):
     """A Shoutcast v1 origin on 127.0.0.1; see the module docstring for what it sends.
 
     ``audio`` is looped; each connection starts where the last audio byte sent on any
@@ -207,17 +208,8 @@ class ShoutcastOrigin:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def __enter__(self) -> ShoutcastOrigin:
+    def _start(self) -> None:
         self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def start(self) -> None:
         """Bind 127.0.0.1 on a free port and serve in a thread."""

@@ -33,7 +33,7 @@ import pytest
 from kithara_fs.demo.origin import Origin
 
 from .conftest import MountFactory, needs_fuse, sha256
-from .lifecycle import StartsAndStops
+from .lifecycle import StartsAndStops, free_port, tail
 from .mounting import Mount
 
 SHIPPED = Path(__file__).resolve().parent.parent / "deploy" / "squid" / "kithara-fs.conf"
@@ -59,21 +59,6 @@ needs_squid = pytest.mark.skipif(
     _squid_binary() is None, reason="needs squid (apt-get install --no-install-recommends squid)"
 )
 pytestmark = [needs_fuse, needs_squid]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"({path.name}: missing)"
-    return f"--- {path.name} ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
 def _unprivileged() -> pwd.struct_passwd | None:
@@ -113,7 +98,7 @@ class Squid(StartsAndStops):
         assert binary is not None
         self.binary = binary
         self.logs = logs
-        self.port = _free_port()
+        self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="kfs-squid-"))
         self.config = self.folder / "squid.conf"
         self._account = _unprivileged()
@@ -220,7 +205,7 @@ class Squid(StartsAndStops):
             return ""
 
     def _logs(self) -> str:
-        return "\n".join(_tail(self.folder / n) for n in ("squid.out", "cache.log"))
+        return "\n".join(tail(self.folder / n) for n in ("squid.out", "cache.log"))
 
 
 @pytest.fixture
