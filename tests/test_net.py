@@ -308,3 +308,38 @@ async def test_a_slow_origin_does_not_hold_other_probes(server: Origin) -> None:
                 assert (await http.probe(server.url("/a.mp3"))).length == len(DATA)
         finally:
             release.set()
+
+
+def _established_to(ports: set[int]) -> int:
+    """This process's established TCP connections to 127.0.0.1 at any of ``ports`` (the
+    client's side: a closed client socket leaves that state at once)."""
+    wanted = {f"0100007F:{port:04X}" for port in ports}
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(1 for row in rows if row[3] == "01" and row[2] in wanted)
+
+
+async def test_lanes_close_another_origins_idle_connection_before_opening_one() -> None:
+    """Two lanes, three origins: the third probe's new connection does not make three."""
+    origins = [Origin().start() for _ in range(3)]
+    try:
+        for origin in origins:
+            origin.add("/a.mp3", DATA)
+        origins[2].faults("/a.mp3").delay = 0.5  # time to look while it is open
+        ports = {origin.port for origin in origins}
+        async with HttpClient(max_connections=4) as http:
+            assert http._lanes is not None and http._lanes._lanes == 2
+            for origin in origins[:2]:
+                await http.probe(origin.url("/a.mp3"))
+            assert _established_to(ports) == 2, "both kept for the next probe"
+            peak = 0
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(http.probe, origins[2].url("/a.mp3"))
+                with trio.move_on_after(0.4):
+                    while True:
+                        await trio.sleep(0.01)
+                        peak = max(peak, _established_to(ports))
+            assert peak == 2, peak
+    finally:
+        for origin in origins:
+            origin.stop()
